@@ -1,0 +1,191 @@
+"""``qmpgmem run``: run scenarios, show progress, print a summary, write reports.
+
+Exit codes: 0 all passed (skips allowed), 1 anything failed, errored or timed out, 2 invalid
+input. Ctrl-C and SIGTERM cancel the run; every VM is torn down before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from qmpgmem.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli
+from qmpgmem.report.result import RunReport, ScenarioResult, Status
+from qmpgmem.runner import RunOptions
+from qmpgmem.scenario.loader import LoadedScenario, load_paths
+
+STYLE = {
+    Status.PASSED: "green",
+    Status.FAILED: "bold red",
+    Status.ERROR: "bold magenta",
+    Status.TIMEOUT: "bold yellow",
+    Status.SKIPPED: "cyan",
+}
+
+
+def _select(loaded: list[LoadedScenario], keyword: str | None) -> list[LoadedScenario]:
+    if not keyword:
+        return loaded
+    k = keyword.lower()
+    return [s for s in loaded if k in s.scenario.name.lower() or k in str(s.path).lower()]
+
+
+def summary_table(report: RunReport) -> Table:
+    table = Table(title="qmpgmem run", show_lines=False)
+    table.add_column("scenario")
+    table.add_column("status")
+    table.add_column("time", justify="right")
+    table.add_column("reason", overflow="fold")
+    for r in report.results:
+        table.add_row(
+            r.scenario,
+            f"[{STYLE[r.status]}]{r.status}[/]",
+            f"{r.duration_s:.2f}s",
+            r.reason,
+        )
+    return table
+
+
+async def _run(
+    scenarios: list[LoadedScenario], options: RunOptions, qemu: str | None, console: Console
+) -> RunReport:
+    from qmpgmem.session import host_context, run_scenarios
+
+    ctx = await host_context(qemu)
+    total = len(scenarios)
+    width = len(str(total))
+    count = 0
+    console.print(
+        f"[bold]qmpgmem[/] {total} scenario(s) on engine {options.engine}; "
+        f"kernel {ctx.kernel_release}, KVM backend {ctx.kvm_backend or 'none'}, "
+        f"QEMU {ctx.qemu_version or 'absent'}"
+    )
+
+    def on_result(r: ScenarioResult) -> None:
+        nonlocal count
+        count += 1
+        line = f"[{count:>{width}}/{total}] [{STYLE[r.status]}]{r.status.value.upper():7}[/] "
+        line += f"{r.scenario} ({r.duration_s:.2f}s)"
+        if r.status is not Status.PASSED:
+            line += f" — {r.reason}"
+        console.print(line, highlight=False)
+        if r.artifacts:
+            console.print(f"      artifacts: {r.artifacts}", highlight=False)
+            console.print(f"      reproduce: {r.reproduce}", highlight=False)
+
+    return await run_scenarios(scenarios, ctx, options, on_result=on_result)
+
+
+async def _cancellable(coro_fn: asyncio.Future[RunReport] | object) -> RunReport:
+    """Run the main coroutine so that SIGTERM cancels it like Ctrl-C does."""
+    task = asyncio.ensure_future(coro_fn)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+@cli.command(short_help="Run scenarios and report what guest and host saw.")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--engine",
+    type=click.Choice(["qemu", "kvm"]),
+    default="qemu",
+    show_default=True,
+    help="qemu: QEMU over QMP; kvm: a minimal VMM on /dev/kvm with real guest_memfd.",
+)
+@click.option("--qemu", "qemu", metavar="BIN", help="QEMU binary (default: qemu-system-x86_64).")
+@click.option(
+    "--accel",
+    type=click.Choice(["kvm", "tcg", "auto"]),
+    default=None,
+    help="Override the scenarios' vm.accel (auto: kvm when /dev/kvm works).",
+)
+@click.option(
+    "-k",
+    "keyword",
+    metavar="SUBSTRING",
+    help="Only scenarios whose name or path contains SUBSTRING.",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report here."
+)
+@click.option(
+    "--junit", "junit_path", type=click.Path(path_type=Path), help="Write a JUnit XML report here."
+)
+@click.option(
+    "--artifacts",
+    "artifacts",
+    type=click.Path(path_type=Path),
+    default=Path("qmpgmem-artifacts"),
+    show_default=True,
+    help="Where runs that did not pass keep argv, QEMU output, serial log, QMP "
+    "transcript and a reproducer.",
+)
+@click.option("--keep-run-dirs", is_flag=True, help="Keep the files of passing runs too.")
+def run(
+    paths: tuple[Path, ...],
+    engine: str,
+    qemu: str | None,
+    accel: str | None,
+    keyword: str | None,
+    json_path: Path | None,
+    junit_path: Path | None,
+    artifacts: Path,
+    keep_run_dirs: bool,
+) -> None:
+    """Run scenarios (files or directories; default: scenarios/) on the built-in micro guest.
+
+    Each scenario ends passed, failed (an expectation did not hold), error (the VM or the
+    harness broke), timeout, or skipped (this host lacks something; the reason says what).
+
+    \b
+    Examples:
+      qmpgmem run scenarios/basic
+      qmpgmem run scenarios/ --accel tcg --junit build/junit.xml
+      qmpgmem run --engine kvm scenarios/kernel
+      qmpgmem run scenarios/ -k smoke --json report.json
+    """
+    loaded, issues = load_paths(paths or (Path("scenarios"),))
+    if issues:
+        for issue in issues:
+            click.echo(str(issue), err=True)
+        raise click.exceptions.Exit(EXIT_USAGE)
+    selected = _select(loaded, keyword)
+    if not selected:
+        click.echo(
+            f"no scenario matches {keyword!r}" if keyword else "no scenarios found", err=True
+        )
+        raise click.exceptions.Exit(EXIT_USAGE)
+    options = RunOptions(
+        engine=engine, accel=accel, artifacts_dir=artifacts, keep_run_dirs=keep_run_dirs
+    )
+    console = Console(highlight=False, soft_wrap=True)
+    try:
+        report = asyncio.run(_cancellable(_run(selected, options, qemu, console)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        click.echo("interrupted: all VMs were stopped", err=True)
+        sys.exit(130)
+    console.print(summary_table(report))
+    s = report.summary
+    console.print(
+        f"{s.passed} passed, {s.failed} failed, {s.errors} errors, {s.timeouts} timeouts, "
+        f"{s.skipped} skipped"
+    )
+    if json_path:
+        from qmpgmem.report.json import write_json
+
+        write_json(report, json_path)
+    if junit_path:
+        from qmpgmem.report.junit import write_junit
+
+        write_junit(report, junit_path)
+    raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_FAILED)

@@ -1,0 +1,40 @@
+"""``qmpgmem validate``: check scenario files without running anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from qmpgmem.cli.main import EXIT_USAGE, cli
+from qmpgmem.scenario.loader import load_paths
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+@cli.command(short_help="Check scenario files without running them.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(paths: tuple[Path, ...]) -> None:
+    """Check scenario files (directories are searched for *.yaml, *.yml, *.json).
+
+    Prints every problem as FILE:LINE:COL: field: message and exits 2 if there is one;
+    exits 0 when all scenarios are valid.
+
+    \b
+    Example:
+      qmpgmem validate scenarios/ extra/my-test.yaml
+    """
+    loaded, issues = load_paths(paths)
+    for issue in issues:
+        click.echo(str(issue))
+    if issues:
+        bad_files = len({issue.file for issue in issues})
+        click.echo(
+            f"{_plural(len(issues), 'problem')} in {_plural(bad_files, 'file')}; "
+            f"{_plural(len(loaded), 'scenario')} valid",
+            err=True,
+        )
+        raise click.exceptions.Exit(EXIT_USAGE)
+    click.echo(f"{_plural(len(loaded), 'scenario')} valid")

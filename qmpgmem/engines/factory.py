@@ -1,0 +1,76 @@
+"""Build the engine a scenario run asks for, from the scenario's VM and what the host has.
+
+Why a factory apart from the runner: the runner knows scenarios and statuses, not how each
+engine is configured (which QEMU binary, which boot image, which guest_memfd flavour).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from qmpgmem.engines.base import Engine
+from qmpgmem.errors import SetupError, UnsupportedStep
+
+if TYPE_CHECKING:
+    from qmpgmem.runner import ScenarioRun
+
+
+def build_engine(run: ScenarioRun) -> Engine:
+    vm = run.sc.vm
+    if run.options.engine == "kvm":
+        from qmpgmem.engines.kvm.engine import KvmEngine
+
+        return KvmEngine(
+            vm,
+            run_dir_parent=None,
+            boot_timeout=run.sc.timeouts.boot,
+            step_timeout=run.sc.timeouts.step,
+        )
+    if run.options.engine != "qemu":
+        raise SetupError(f"unknown engine {run.options.engine!r}; choose qemu or kvm")
+
+    from qmpgmem.engines.qemu.argv import boot_kind
+    from qmpgmem.engines.qemu.engine import QemuEngine
+    from qmpgmem.guest.image import guest_image
+
+    binary = run.host.qemu_binary
+    if binary is None:
+        raise SetupError("no QEMU binary: install qemu-system-x86 (make setup) or pass --qemu")
+    kind = boot_kind(vm)
+    image = guest_image(kind) if kind in ("rom", "pvh") else None  # type: ignore[arg-type]
+    gmem_plan = None
+    if any(r.backend == "guest_memfd" for r in vm.memory):
+        gmem_plan = _gmem_plan(run)
+    return QemuEngine(
+        vm,
+        qemu_binary=binary,
+        accel=run.accel,
+        boot_image=image,
+        boot_timeout=run.sc.timeouts.boot,
+        gmem_plan=gmem_plan,
+        trace_events=sorted({t.event for t in run.sc.expect_trace}),
+        label=f"qmpgmem-{run.sc.name}"[:60],
+    )
+
+
+def _gmem_plan(run: ScenarioRun):  # type: ignore[no-untyped-def]
+    """The guest_memfd flavour for this binary and host, or a skip naming why there is none."""
+    from qmpgmem.engines.qemu.argv import GuestMemfdPlan
+    from qmpgmem.engines.qemu.flavours import plan_flavour
+
+    facts = run.host.facts
+    if facts is None or not facts.qemu:
+        raise UnsupportedStep("guest_memfd memory needs the host probe (no QEMU facts)")
+    flavours = {r.flavour or "auto" for r in run.sc.vm.memory if r.backend == "guest_memfd"}
+    if len(flavours) > 1:
+        raise UnsupportedStep(f"one VM cannot mix guest_memfd flavours {sorted(flavours)}")
+    plan = plan_flavour(flavours.pop(), facts.qemu[0], facts.kvm)
+    if plan.skip_reason:
+        raise UnsupportedStep(plan.skip_reason)
+    return GuestMemfdPlan(
+        backend_type=plan.backend_type,
+        backend_props=dict(plan.backend_props),
+        machine_opts=dict(plan.machine_opts),
+        objects=tuple(plan.objects),
+        bios=plan.bios,
+    )

@@ -1,0 +1,126 @@
+"""The QEMU command line for a scenario's VM: a pure function, tested without QEMU.
+
+Why NUMA nodes: ``-numa node,memdev=`` lays memory backends back to back from GPA 0 on every
+x86 machine type (microvm included), so the guest's own area and each scenario region get a
+backend of their own — visible to ``query-memdev`` with the scenario's ids and sizes — at the
+addresses :mod:`qmpgmem.engines.layout` computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qmpgmem.engines.layout import SYS_REGION_ID, Layout
+from qmpgmem.guest.protocol import DEBUG_EXIT_PORT, SYS_SIZE
+from qmpgmem.scenario.model import Region, VmSpec
+
+QMP_CHARDEV = "qmpgmem-qmp"
+SERIAL_CHARDEV = "qmpgmem-serial"
+
+
+@dataclass(frozen=True)
+class GuestMemfdPlan:
+    """How this QEMU binary puts RAM on guest_memfd (from engines/qemu/flavours.py)."""
+
+    backend_type: str = "memory-backend-memfd"
+    backend_props: dict[str, str] = field(default_factory=dict)
+    machine_opts: dict[str, str] = field(default_factory=dict)
+    objects: tuple[str, ...] = ()
+    bios: str | None = None
+
+
+@dataclass(frozen=True)
+class BootImage:
+    kind: str  # "rom" (-bios) or "pvh" (-kernel)
+    path: Path
+
+
+def boot_kind(vm: VmSpec) -> str:
+    """The micro guest's boot path: the flat ROM on microvm, PVH through firmware elsewhere."""
+    if vm.guest.kernel is not None:
+        return "kernel"
+    if vm.guest.boot != "auto":
+        return vm.guest.boot
+    return "rom" if vm.machine == "microvm" else "pvh"
+
+
+def _opts(head: str, props: dict[str, str]) -> str:
+    return ",".join([head, *(f"{k}={v}" for k, v in props.items())])
+
+
+def backend_object(region: Region, run_dir: Path, gmem: GuestMemfdPlan | None) -> str:
+    """The ``-object`` value of one region's memory backend."""
+    props: dict[str, str] = {"id": region.id, "size": str(region.size)}
+    if region.backend == "ram":
+        kind = "memory-backend-ram"
+    elif region.backend == "memfd":
+        kind = "memory-backend-memfd"
+    elif region.backend == "file":
+        kind = "memory-backend-file"
+        props["mem-path"] = region.path or str(run_dir / f"{region.id}.mem")
+    else:  # guest_memfd: the flavour decides the backend type and its extra properties
+        plan = gmem or GuestMemfdPlan()
+        kind = plan.backend_type
+        props.update(plan.backend_props)
+    if region.share is not None:
+        props["share"] = "on" if region.share else "off"
+    elif region.backend == "file":
+        props["share"] = "on"
+    return _opts(kind, props)
+
+
+def build_argv(
+    vm: VmSpec,
+    *,
+    qemu_binary: str,
+    accel: str,
+    layout: Layout,
+    boot: BootImage | None,
+    run_dir: Path,
+    qmp_fd: int,
+    serial_fd: int,
+    gmem: GuestMemfdPlan | None = None,
+    name: str = "qmpgmem",
+) -> list[str]:
+    """Everything QEMU needs, in a stable order; no shell is ever involved."""
+    uses_gmem = any(r.backend == "guest_memfd" for r in vm.memory)
+    machine_opts: dict[str, str] = dict(gmem.machine_opts) if (gmem and uses_gmem) else {}
+    argv = [
+        qemu_binary,
+        "-name", name,
+        "-machine", _opts(vm.machine, machine_opts),
+        "-accel", accel,
+        "-smp", str(vm.cpus),
+        "-m", f"{layout.total_size // (1 << 20)}M",
+        "-nodefaults", "-no-user-config", "-display", "none",
+        "-S",
+        "-object", f"memory-backend-ram,id={SYS_REGION_ID},size={SYS_SIZE}",
+        "-numa", f"node,nodeid=0,memdev={SYS_REGION_ID}",
+    ]  # fmt: skip
+    for nodeid, region in enumerate(vm.memory, start=1):
+        argv += ["-object", backend_object(region, run_dir, gmem)]
+        argv += ["-numa", f"node,nodeid={nodeid},memdev={region.id}"]
+    if gmem and uses_gmem:
+        for obj in gmem.objects:
+            argv += ["-object", obj]
+    argv += [
+        "-chardev", f"socket,id={QMP_CHARDEV},fd={qmp_fd}",
+        "-mon", f"chardev={QMP_CHARDEV},mode=control",
+        "-chardev", f"socket,id={SERIAL_CHARDEV},fd={serial_fd}",
+        "-serial", f"chardev:{SERIAL_CHARDEV}",
+        "-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=4",
+        "-D", str(run_dir / "qemu-trace.log"),
+    ]  # fmt: skip
+    if gmem and uses_gmem and gmem.bios:
+        argv += ["-bios", gmem.bios]
+    if vm.guest.kernel is not None:
+        argv += ["-kernel", vm.guest.kernel]
+        if vm.guest.initrd:
+            argv += ["-initrd", vm.guest.initrd]
+        if vm.guest.append:
+            argv += ["-append", vm.guest.append]
+    elif boot is not None:
+        argv += ["-bios", str(boot.path)] if boot.kind == "rom" else ["-kernel", str(boot.path)]
+    argv += list(vm.qemu_args)
+    return argv

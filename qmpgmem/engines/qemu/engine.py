@@ -1,0 +1,293 @@
+"""QemuEngine: one QEMU process, its QMP monitor and the guest channel, as engine primitives.
+
+Flow: build argv -> launch paused (-S) -> QMP connect -> trace events on -> ``cont`` ->
+wait for the guest's HELLO. Every QMP exchange and event goes to the transcript
+(``qmp.jsonl`` in the run directory). Every primitive races the QEMU process: if QEMU exits
+meanwhile the primitive raises :class:`VMExitedError` with QEMU's last words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shlex
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
+
+from qmpgmem.engines.base import Engine, GuestRange, RunArtifacts
+from qmpgmem.engines.layout import Layout, place_regions
+from qmpgmem.engines.qemu.argv import BootImage, GuestMemfdPlan, boot_kind, build_argv
+from qmpgmem.engines.qemu.process import QemuProcess
+from qmpgmem.errors import EngineError, VMExitedError, VMLaunchError
+from qmpgmem.guest.channel import GuestChannel
+from qmpgmem.scenario.model import VmSpec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_LIVE: set[QemuProcess] = set()
+
+
+def kill_all_now() -> None:
+    """Last-resort cleanup for signal handlers and atexit: SIGKILL every QEMU still running."""
+    for proc in list(_LIVE):
+        proc.kill_now()
+
+
+class QemuEngine(Engine):
+    name = "qemu"
+
+    def __init__(
+        self,
+        vm: VmSpec,
+        *,
+        qemu_binary: str,
+        accel: str,
+        boot_image: Path | None,
+        run_dir_parent: Path | None = None,
+        keep_run_dir: bool = False,
+        boot_timeout: float = 30.0,
+        gmem_plan: GuestMemfdPlan | None = None,
+        trace_events: list[str] | None = None,
+        label: str = "qmpgmem",
+    ) -> None:
+        self.vm = vm
+        self.qemu_binary = qemu_binary
+        self.accel = accel
+        self.boot_timeout = boot_timeout
+        self.gmem_plan = gmem_plan
+        self.trace_events = list(trace_events or [])
+        self.label = label
+        self.layout: Layout = place_regions(vm.memory)
+        kind = boot_kind(vm)
+        self._boot = BootImage(kind, boot_image) if boot_image is not None else None
+        self.process = QemuProcess(run_dir_parent, keep_run_dir)
+        self.qmp_client = QMPClient(label)
+        self.channel: GuestChannel | None = None
+        self._events: list[dict[str, Any]] = []
+        self._event_seen = asyncio.Event()
+        self._event_cursor = 0
+        self._event_task: asyncio.Task[None] | None = None
+        self._transcript = open(self.process.run_dir / "qmp.jsonl", "a", buffering=1)  # noqa: SIM115
+        self._t0 = time.monotonic()
+        self._pmem_count = 0
+        self._stopped = False
+        self.ready_after: float | None = None  # seconds from launch to HELLO
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return self.process.run_dir
+
+    @property
+    def artifacts(self) -> RunArtifacts:
+        d = self.run_dir
+        files = {
+            "argv": d / "argv.txt",
+            "qemu_output": d / "qemu.log",
+            "serial": d / "serial.log",
+            "qmp_transcript": d / "qmp.jsonl",
+            "trace": d / "qemu-trace.log",
+        }
+        return RunArtifacts(d, files, shlex.join(self.process.argv))
+
+    def _record(self, kind: str, payload: object) -> None:
+        if not self._transcript.closed:
+            entry = {"t": round(time.monotonic() - self._t0, 6), kind: payload}
+            self._transcript.write(json.dumps(entry, default=str) + "\n")
+
+    def _exited_error(self, doing: str) -> VMExitedError:
+        rc = self.process.returncode
+        out = self.process.output()
+        tail = " | ".join(out.strip().splitlines()[-3:])
+        msg = f"QEMU exited (status {rc}) while {doing}"
+        if tail:
+            msg += f": {tail}"
+        return VMExitedError(msg, rc, out)
+
+    async def _guard(self, aw: Awaitable[T], doing: str) -> T:
+        """Await ``aw`` unless QEMU exits first; then raise VMExitedError."""
+        proc = self.process.proc
+        assert proc is not None
+        task = asyncio.ensure_future(aw)
+        died = asyncio.ensure_future(proc.wait())
+        try:
+            done, _ = await asyncio.wait({task, died}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            raise
+        finally:
+            died.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise self._exited_error(doing)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        argv = build_argv(
+            self.vm,
+            qemu_binary=self.qemu_binary,
+            accel=self.accel,
+            layout=self.layout,
+            boot=self._boot,
+            run_dir=self.run_dir,
+            qmp_fd=self.process.qmp_fd,
+            serial_fd=self.process.serial_fd,
+            gmem=self.gmem_plan,
+            name=self.label,
+        )
+        t0 = time.monotonic()
+        await self.process.launch(argv)
+        _LIVE.add(self.process)
+        try:
+            await self._guard(self._connect(), "connecting to QMP")
+            for event in self.trace_events:
+                await self.qmp("trace-event-set-state", {"name": event, "enable": True})
+            await self._execute("cont")
+            assert self.channel is not None
+            await self._guard(
+                asyncio.wait_for(self.channel.wait_hello(), self.boot_timeout), "booting"
+            )
+        except TimeoutError:
+            raise VMLaunchError(
+                f"the guest did not say HELLO within {self.boot_timeout:g} s",
+                argv,
+                self.process.output(),
+            ) from None
+        except VMExitedError as exc:
+            raise VMLaunchError(str(exc), argv, exc.output) from exc
+        self.ready_after = time.monotonic() - t0
+
+    async def _connect(self) -> None:
+        await self.qmp_client.connect(self.process.qmp_sock)
+        greeting = self.qmp_client.greeting
+        self._record("greeting", greeting._raw() if greeting is not None else None)
+        self._event_task = asyncio.create_task(self._collect_events())
+        reader, writer = await asyncio.open_unix_connection(sock=self.process.serial_sock)
+        self.channel = GuestChannel(
+            reader,
+            writer,
+            self.run_dir / "serial.log",
+            on_eof=lambda: self._exited_error("talking to the guest"),
+        )
+
+    async def _collect_events(self) -> None:
+        listener = EventListener()
+        with self.qmp_client.listen(listener):
+            async for event in listener:
+                raw = dict(event)
+                self._record("event", raw)
+                self._events.append(raw)
+                self._event_seen.set()
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            proc = self.process.proc
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(QMPError, OSError, TimeoutError, EngineError):
+                    await asyncio.wait_for(self._execute("quit"), 2.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), 2.0)
+        finally:
+            if self._event_task is not None:
+                self._event_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._event_task
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.qmp_client.disconnect(), 2.0)
+            if self.channel is not None:
+                self.channel.close()
+            self._transcript.close()
+            await self.process.close()
+            _LIVE.discard(self.process)
+
+    # -- QMP --------------------------------------------------------------------------------
+    async def _execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        self._record("sent", {"execute": command, "arguments": arguments or {}})
+        try:
+            ret = await self._guard(
+                self.qmp_client.execute(command, arguments or None), f"running QMP {command}"
+            )
+        except ExecuteError as exc:
+            self._record("received", {"error": exc.error.error._raw()})
+            raise
+        self._record("received", {"return": ret})
+        return ret
+
+    async def qmp(self, command: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return {"return": await self._execute(command, arguments)}
+        except ExecuteError as exc:
+            return {"error": {"class": exc.error_class, "desc": exc.error.error.desc}}
+
+    async def wait_event(self, name: str, data: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """The first event named ``name`` whose data contains ``data``, since the last match."""
+        from qmpgmem.report.match import subset_mismatch
+
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._event_cursor < len(self._events):
+                ev = self._events[self._event_cursor]
+                self._event_cursor += 1
+                if ev.get("event") == name and subset_mismatch(data, ev.get("data", {})) is None:
+                    return ev
+            self._event_seen.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {name} event within {timeout:g} s")
+            with contextlib.suppress(TimeoutError):
+                await self._guard(
+                    asyncio.wait_for(self._event_seen.wait(), remaining), f"waiting for {name}"
+                )
+
+    # -- primitives -------------------------------------------------------------------------
+    def resolve(self, region: str, offset: int, size: int) -> GuestRange:
+        return self.layout.resolve(region, offset, size)
+
+    def _ch(self) -> GuestChannel:
+        if self.channel is None:
+            raise EngineError("the guest channel is not open")
+        return self.channel
+
+    async def guest_write(self, rng: GuestRange, seed: int) -> None:
+        await self._guard(self._ch().write(rng.gpa, rng.size, seed, rng.offset), "guest.write")
+
+    async def guest_hash(self, rng: GuestRange) -> int:
+        return await self._guard(self._ch().hash(rng.gpa, rng.size), "guest.verify")
+
+    async def guest_convert(self, rng: GuestRange, private: bool) -> int:
+        return await self._guard(self._ch().convert(rng.gpa, rng.size, private), "guest.convert")
+
+    async def host_read(self, rng: GuestRange) -> bytes:
+        self._pmem_count += 1
+        path = self.run_dir / f"pmemsave-{self._pmem_count}.bin"
+        await self._execute("pmemsave", {"val": rng.gpa, "size": rng.size, "filename": str(path)})
+        try:
+            return await asyncio.to_thread(Path(path).read_bytes)
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def vm_stop(self) -> None:
+        await self._execute("stop")
+
+    async def vm_cont(self) -> None:
+        await self._execute("cont")
+
+    async def vm_reset(self) -> None:
+        """system_reset, then wait until the guest has booted again."""
+        ch = self._ch()
+        ch.reset_hello()
+        await self._execute("system_reset")
+        await self._guard(asyncio.wait_for(ch.wait_hello(), self.boot_timeout), "rebooting")

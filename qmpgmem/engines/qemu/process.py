@@ -1,0 +1,139 @@
+"""The QEMU child process: private run directory, socketpair channels, guaranteed teardown.
+
+Why this shape (after QEMU's own python/qemu/machine): QMP and the guest's serial port are
+handed to QEMU as already-connected socketpair fds, so there is no socket path to race on or
+leave behind; QEMU runs in its own process group with a parent-death signal, so neither a
+crashed runner nor a SIGKILL leaves it orphaned; ``stop()`` is idempotent and always ends with
+the process reaped and the run directory removed (unless asked to keep it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import tempfile
+from pathlib import Path
+
+from qmpgmem.errors import VMLaunchError
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class QemuProcess:
+    """One QEMU process with its QMP and guest-channel sockets and its run directory.
+
+    ``argv_fn`` receives the fds QEMU inherits (``qmp_fd``, ``serial_fd``) and the run
+    directory, and returns the full argv; the argv builder stays pure and testable.
+    """
+
+    def __init__(self, run_dir_parent: Path | None = None, keep_run_dir: bool = False) -> None:
+        self.run_dir = Path(tempfile.mkdtemp(prefix="qmpgmem-run-", dir=run_dir_parent))
+        os.chmod(self.run_dir, 0o700)
+        self.keep_run_dir = keep_run_dir
+        self.argv: list[str] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self.qmp_sock, self._qmp_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.serial_sock, self._serial_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._log_file = self.run_dir / "qemu.log"
+        self._stopped = False
+
+    @property
+    def qmp_fd(self) -> int:
+        return self._qmp_child.fileno()
+
+    @property
+    def serial_fd(self) -> int:
+        return self._serial_child.fileno()
+
+    @property
+    def log_path(self) -> Path:
+        return self._log_file
+
+    def output(self) -> str:
+        """What QEMU printed on stdout and stderr so far."""
+        try:
+            return self._log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    async def launch(self, argv: list[str]) -> None:
+        self.argv = list(argv)
+        (self.run_dir / "argv.txt").write_text(shlex.join(argv) + "\n")
+        log.debug("launching %s", shlex.join(argv))
+        with open(self._log_file, "wb") as out:
+            try:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    pass_fds=(self.qmp_fd, self.serial_fd),
+                    process_group=0,
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                raise VMLaunchError(f"cannot execute {argv[0]}: {exc}", argv) from exc
+        # QEMU holds its own copies now; ours would keep the channels open after QEMU dies.
+        self._qmp_child.close()
+        self._serial_child.close()
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.returncode
+
+    async def wait(self, timeout: float | None = None) -> int:
+        assert self.proc is not None
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    async def terminate(self, grace: float = 2.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; reaps the process."""
+        if self.proc is None:
+            return
+        self._signal_group(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.proc.wait()), grace)
+        except TimeoutError:
+            self._signal_group(signal.SIGKILL)
+            await self.proc.wait()
+        # The group may hold helpers (none today); make sure nothing of it survives.
+        self._signal_group(signal.SIGKILL)
+
+    def kill_now(self) -> None:
+        """Synchronous last resort (atexit, signal handlers): SIGKILL the whole group."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    async def close(self) -> None:
+        """Idempotent teardown: process reaped, sockets closed, run dir removed unless kept."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            if self.proc is not None and self.proc.returncode is None:
+                await self.terminate()
+        finally:
+            for s in (self.qmp_sock, self.serial_sock, self._qmp_child, self._serial_child):
+                s.close()
+            if not self.keep_run_dir:
+                shutil.rmtree(self.run_dir, ignore_errors=True)

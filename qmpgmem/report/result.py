@@ -1,0 +1,91 @@
+"""What a run produced: per-step and per-scenario results, statuses, the host fingerprint.
+
+Why pydantic: the JSON report is ``model_dump_json`` of these models, and the JUnit writer,
+the CLI table and the pytest plugin read the same objects.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Status(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"  # an expectation did not hold
+    ERROR = "error"  # the harness or the VM broke: crash, QEMU exit, malformed reply
+    TIMEOUT = "timeout"
+    SKIPPED = "skipped"  # with a reason
+
+    @property
+    def ok(self) -> bool:
+        return self in (Status.PASSED, Status.SKIPPED)
+
+
+class StepResult(BaseModel):
+    index: int
+    action: str
+    name: str | None = None
+    line: int | None = None
+    status: Status
+    message: str = ""
+    duration_s: float = 0.0
+    expected: str | None = None
+    seen: str | None = None
+    computed: bool = False  # the expectation came from the memory model, not the file
+
+
+class HostInfo(BaseModel):
+    kernel_release: str = ""
+    kvm_backend: str = ""
+    qemu_binary: str | None = None
+    qemu_version: str | None = None
+    engine: str = ""
+
+
+class ScenarioResult(BaseModel):
+    scenario: str
+    file: str
+    status: Status
+    reason: str = ""
+    duration_s: float = 0.0
+    engine: str = ""
+    accel: str | None = None
+    steps: list[StepResult] = Field(default_factory=list)
+    artifacts: str | None = None  # directory kept for a failed run
+    reproduce: str | None = None  # one command line that reproduces the run
+    boot_s: float | None = None
+
+
+class Summary(BaseModel):
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    skipped: int = 0
+
+    @classmethod
+    def of(cls, results: list[ScenarioResult]) -> Summary:
+        def n(s: Status) -> int:
+            return sum(1 for r in results if r.status is s)
+
+        return cls(
+            passed=n(Status.PASSED),
+            failed=n(Status.FAILED),
+            errors=n(Status.ERROR),
+            timeouts=n(Status.TIMEOUT),
+            skipped=n(Status.SKIPPED),
+        )
+
+
+class RunReport(BaseModel):
+    summary: Summary
+    results: list[ScenarioResult]
+    host: HostInfo
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status.ok for r in self.results)

@@ -1,0 +1,452 @@
+"""Run one scenario on one engine and judge it: scenario x host x engine -> ScenarioResult.
+
+Why here: the engines only do things and report what they saw; this module knows what a step
+means, which expectation applies (written in the file, or computed by the memory model), when
+a scenario cannot run on this host (requirements, engine limits: a skip with the reason), and
+which status a run ends in. It always tears the engine down, and keeps the run's files only
+when the run did not pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qmpgmem.engines.base import Engine, GuestRange
+from qmpgmem.errors import EngineError, GuestProtocolError, QmpgmemError, UnsupportedStep
+from qmpgmem.guest import protocol
+from qmpgmem.report.match import subset_mismatch
+from qmpgmem.report.result import ScenarioResult, Status, StepResult
+from qmpgmem.scenario.loader import LoadedScenario
+from qmpgmem.scenario.model import (
+    GmemAllocate,
+    GmemPunchHole,
+    GuestConvert,
+    GuestVerify,
+    GuestWrite,
+    HostRead,
+    HostWrite,
+    PatternExpect,
+    QmpCommand,
+    Range,
+    Scenario,
+    Sleep,
+    Step,
+    VmCont,
+    VmReset,
+    VmStop,
+    WaitEvent,
+)
+
+
+class StepFailed(QmpgmemError):
+    """An expectation did not hold; the message names what was expected and what was seen."""
+
+    def __init__(self, message: str, expected: str | None = None, seen: str | None = None):
+        super().__init__(message)
+        self.expected = expected
+        self.seen = seen
+
+
+@dataclass
+class HostContext:
+    """What the runner needs to know of the host to decide skips and build engines."""
+
+    kvm_backend: str  # kvm_intel, kvm_amd, kvm_pvm, or "" without /dev/kvm
+    kvm_usable: bool
+    kernel_release: str = ""
+    qemu_binary: str | None = None
+    qemu_version: str | None = None
+    facts: Any = None  # qmpgmem.host.HostFacts when probed
+
+
+@dataclass
+class RunOptions:
+    engine: str = "qemu"
+    accel: str | None = None  # overrides the scenario's vm.accel
+    artifacts_dir: Path = Path("qmpgmem-artifacts")
+    keep_run_dirs: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_accel(wanted: str, host: HostContext) -> str:
+    if wanted == "auto":
+        return "kvm" if host.kvm_usable else "tcg"
+    return wanted
+
+
+# -- which steps an engine can run on this host ---------------------------------------------------
+
+_QEMU_ONLY = (QmpCommand, WaitEvent, VmStop, VmCont, VmReset)
+_KVM_ONLY = (HostWrite, GmemPunchHole, GmemAllocate)
+
+
+def step_skip_reason(step: Step, engine: str, accel: str, host: HostContext) -> str | None:
+    """Why ``step`` cannot run with this engine on this host, or None."""
+    if engine == "kvm" and isinstance(step, _QEMU_ONLY):
+        return f"step {step.action} needs the qemu engine (the kvm engine has no QMP monitor)"
+    if engine == "qemu" and isinstance(step, _KVM_ONLY):
+        return f"step {step.action} needs the kvm engine (QEMU exposes no guest_memfd fd)"
+    if isinstance(step, GuestConvert):
+        if accel == "tcg":
+            return (
+                "guest.convert needs KVM: TCG does not implement the KVM_HC_MAP_GPA_RANGE hypercall"
+            )
+        if host.kvm_backend == "kvm_pvm":
+            return (
+                "guest.convert needs a KVM hypercall that returns to the guest; KVM backend "
+                "kvm_pvm (software virtualization) never returns from vmcall/vmmcall"
+            )
+        if host.kvm_backend not in ("kvm_intel", "kvm_amd"):
+            return f"guest.convert needs kvm_intel or kvm_amd; KVM backend is {host.kvm_backend!r}"
+    return None
+
+
+def describe_range(r: Range | GuestRange) -> str:
+    return f"{r.region}[{r.offset:#x}+{r.size:#x}]"
+
+
+# -- the runner ---------------------------------------------------------------------------------
+
+
+class ScenarioRun:
+    """One scenario on one engine: preflight, steps, judgement, artifacts."""
+
+    def __init__(
+        self,
+        loaded: LoadedScenario,
+        host: HostContext,
+        options: RunOptions,
+        engine_factory: Any,
+    ) -> None:
+        self.loaded = loaded
+        self.sc: Scenario = loaded.scenario
+        self.host = host
+        self.options = options
+        self.engine_factory = engine_factory
+        self.accel = resolve_accel(options.accel or self.sc.vm.accel, host)
+        self.observed: dict[tuple[str, int, int], int] = {}
+        self.steps: list[StepResult] = []
+        self.model: Any = None
+
+    def _result(self, status: Status, reason: str, t0: float, **kw: Any) -> ScenarioResult:
+        return ScenarioResult(
+            scenario=self.sc.name,
+            file=str(self.loaded.path),
+            status=status,
+            reason=reason,
+            duration_s=round(time.monotonic() - t0, 4),
+            engine=self.options.engine,
+            accel=self.accel if self.options.engine == "qemu" else None,
+            steps=self.steps,
+            **kw,
+        )
+
+    def preflight(self) -> str | None:
+        """The skip reason when the scenario cannot run here, before anything starts."""
+        if (self.options.engine == "kvm" or self.accel == "kvm") and not self.host.kvm_usable:
+            return "needs kvm; /dev/kvm is missing or not accessible"
+        if self.host.facts is not None:
+            from qmpgmem.host import evaluate_requirements
+
+            qemu = self.host.facts.qemu[0] if self.host.facts.qemu else None
+            why = evaluate_requirements(self.sc.requires, self.host.facts, qemu)
+            if why:
+                return str(why)
+        for i, step in enumerate(self.sc.steps):
+            why = step_skip_reason(step, self.options.engine, self.accel, self.host)
+            if why:
+                return f"step {i + 1}: {why}"
+        return None
+
+    async def run(self) -> ScenarioResult:
+        t0 = time.monotonic()
+        skip = self.preflight()
+        if skip:
+            return self._result(Status.SKIPPED, skip, t0)
+        try:
+            engine: Engine = self.engine_factory(self)
+        except UnsupportedStep as exc:
+            return self._result(Status.SKIPPED, str(exc), t0)
+        except QmpgmemError as exc:
+            return self._result(Status.ERROR, str(exc), t0)
+        status, reason, boot_s = Status.PASSED, "", None
+        try:
+            async with asyncio.timeout(self.sc.timeouts.total):
+                try:
+                    await engine.start()
+                finally:
+                    boot_s = getattr(engine, "ready_after", None)
+                self.model = self._make_model(engine)
+                for index, step in enumerate(self.sc.steps):
+                    result = await self._run_step(engine, index, step)
+                    self.steps.append(result)
+                    if result.status is not Status.PASSED:
+                        status, reason = result.status, f"step {index + 1}: {result.message}"
+                        break
+        except TimeoutError:
+            status = Status.TIMEOUT
+            reason = f"the scenario did not finish within {self.sc.timeouts.total:g} s"
+        except UnsupportedStep as exc:
+            status, reason = Status.SKIPPED, str(exc)
+        except QmpgmemError as exc:
+            status, reason = Status.ERROR, str(exc)
+        finally:
+            await engine.stop()
+        if status is Status.PASSED and self.sc.expect_trace:
+            why = self._check_traces(engine)
+            if why:
+                status, reason = Status.FAILED, why
+        artifacts = None
+        keep = self.options.keep_run_dirs or status in (Status.FAILED, Status.ERROR, Status.TIMEOUT)
+        run_dir = engine.artifacts.run_dir
+        if keep and run_dir.exists():
+            artifacts = str(self._keep_artifacts(engine))
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return self._result(
+            status,
+            reason,
+            t0,
+            artifacts=artifacts,
+            reproduce=self.reproduce_command(),
+            boot_s=boot_s,
+        )
+
+    def _make_model(self, engine: Engine) -> Any:
+        try:
+            from qmpgmem.model import model_for_run
+        except ImportError:
+            return None
+        return model_for_run(self.sc, self.options.engine, self.host)
+
+    def reproduce_command(self) -> str:
+        argv = ["qmpgmem", "run", str(self.loaded.path), "--engine", self.options.engine]
+        if self.options.engine == "qemu":
+            argv += ["--accel", self.accel]
+            if self.host.qemu_binary:
+                argv += ["--qemu", self.host.qemu_binary]
+        argv += ["-k", self.sc.name, "--keep-run-dirs"]
+        return shlex.join(argv)
+
+    def _keep_artifacts(self, engine: Engine) -> Path:
+        arts = engine.artifacts
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.sc.name)
+        dest = self.options.artifacts_dir / f"{safe}-{self.options.engine}-{os.getpid()}"
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(arts.run_dir), dest)
+        lines = ["#!/bin/sh", "# reproduce this scenario run", self.reproduce_command()]
+        if arts.reproduce:
+            lines += [
+                "# the VM alone (fds 3/4 are QMP and the guest channel in the real run):",
+                "# " + arts.reproduce,
+            ]
+        (dest / "reproduce.sh").write_text("\n".join(lines) + "\n")
+        return dest
+
+    def _check_traces(self, engine: Engine) -> str | None:
+        from qmpgmem.engines.qemu.trace import count_matching, read_trace
+
+        path = engine.artifacts.files.get("trace")
+        if path is None:
+            return "expect_trace needs the qemu engine's trace log"
+        records = read_trace(path, {t.event for t in self.sc.expect_trace})
+        for t in self.sc.expect_trace:
+            n = count_matching(records, t.event, dict(t.fields))
+            if n < t.min_count or (t.max_count is not None and n > t.max_count):
+                bound = (
+                    f"at least {t.min_count}"
+                    if t.max_count is None
+                    else (f"between {t.min_count} and {t.max_count}")
+                )
+                return f"trace {t.event} {dict(t.fields)}: expected {bound} occurrence(s), saw {n}"
+        return None
+
+    # -- steps --------------------------------------------------------------------------------
+    async def _run_step(self, engine: Engine, index: int, step: Step) -> StepResult:
+        line = self.loaded.step_lines[index] if index < len(self.loaded.step_lines) else None
+        t0 = time.monotonic()
+        res = StepResult(
+            index=index + 1, action=step.action, name=step.name, line=line, status=Status.PASSED
+        )
+        timeout = step.timeout or self.sc.timeouts.step
+        if isinstance(step, WaitEvent | Sleep):
+            timeout = (
+                max(
+                    timeout,
+                    float(getattr(step, "timeout", 0) or 0),
+                    float(getattr(step, "seconds", 0) or 0),
+                )
+                + 1.0
+            )
+        try:
+            async with asyncio.timeout(timeout):
+                await self._apply(engine, step, res)
+        except StepFailed as exc:
+            res.status, res.message = Status.FAILED, str(exc)
+            res.expected, res.seen = exc.expected, exc.seen
+        except TimeoutError:
+            res.status = Status.TIMEOUT
+            res.message = f"{step.action} did not finish within {timeout:g} s"
+        except UnsupportedStep as exc:
+            res.status, res.message = Status.SKIPPED, str(exc)
+        except GuestProtocolError as exc:
+            res.status, res.message = Status.ERROR, f"{step.action}: {exc}"
+        except EngineError as exc:
+            res.status, res.message = Status.ERROR, f"{step.action}: {exc}"
+        res.duration_s = round(time.monotonic() - t0, 6)
+        if res.status is Status.PASSED and self.model is not None:
+            self.model.apply_step(step)
+        return res
+
+    async def _apply(self, engine: Engine, step: Step, res: StepResult) -> None:
+        if isinstance(step, GuestWrite):
+            await engine.guest_write(self._resolve(engine, step.range), step.seed)
+        elif isinstance(step, HostWrite):
+            rng = self._resolve(engine, step.range)
+            await engine.host_write(rng, protocol.pattern_bytes(step.seed, rng.offset, rng.size))
+        elif isinstance(step, GuestVerify | HostRead):
+            rng = self._resolve(engine, step.range)
+            if isinstance(step, GuestVerify):
+                seen = await engine.guest_hash(rng)
+            else:
+                data = await engine.host_read(rng)
+                seen = await asyncio.to_thread(protocol.hash_bytes, data)
+            self._judge_hash(step, rng, seen, res)
+        elif isinstance(step, GuestConvert):
+            rng = self._resolve(engine, step.range)
+            ret = await engine.guest_convert(rng, step.to == "private")
+            res.seen = f"hypercall returned {ret}"
+            exp = step.expect
+            if exp.outcome == "ok" and ret != 0:
+                raise StepFailed(
+                    f"convert {describe_range(rng)} to {step.to}: expected ok (0), "
+                    f"the hypercall returned {ret}",
+                    "0",
+                    str(ret),
+                )
+            if exp.outcome == "refused" and (
+                ret == 0 or (exp.code is not None and ret != exp.code)
+            ):
+                want = "a non-zero code" if exp.code is None else str(exp.code)
+                raise StepFailed(
+                    f"convert {describe_range(rng)} to {step.to}: expected refused "
+                    f"({want}), the hypercall returned {ret}",
+                    want,
+                    str(ret),
+                )
+        elif isinstance(step, GmemPunchHole):
+            await engine.gmem_punch_hole(self._resolve(engine, step.range))
+        elif isinstance(step, GmemAllocate):
+            await engine.gmem_allocate(self._resolve(engine, step.range))
+        elif isinstance(step, QmpCommand):
+            reply = await engine.qmp(step.command, dict(step.arguments))
+            self._judge_qmp(step, reply, res)
+        elif isinstance(step, VmStop):
+            await engine.vm_stop()
+        elif isinstance(step, VmCont):
+            await engine.vm_cont()
+        elif isinstance(step, VmReset):
+            await engine.vm_reset()
+        elif isinstance(step, WaitEvent):
+            try:
+                ev = await engine.wait_event(step.event, dict(step.data), step.timeout)
+            except TimeoutError:
+                raise StepFailed(
+                    f"no {step.event} event with data {step.data} within {step.timeout:g} s"
+                ) from None
+            res.seen = str(ev.get("data", {}))
+        elif isinstance(step, Sleep):
+            await asyncio.sleep(step.seconds)
+        else:  # pragma: no cover - the union is closed
+            raise UnsupportedStep(f"unknown step {step.action}")
+
+    @staticmethod
+    def _resolve(engine: Engine, r: Range) -> GuestRange:
+        return engine.resolve(r.region, r.offset, r.size)
+
+    def _judge_hash(
+        self, step: GuestVerify | HostRead, rng: GuestRange, seen: int, res: StepResult
+    ) -> None:
+        key = (rng.region, rng.offset, rng.size)
+        previous = self.observed.get(key)
+        self.observed[key] = seen
+        res.seen = f"{seen:#018x}"
+        exp = step.expect
+        what = "the guest" if isinstance(step, GuestVerify) else "the host (pmemsave)"
+        if isinstance(exp, PatternExpect):
+            want, text = (
+                protocol.pattern_hash(exp.pattern, rng.offset, rng.size),
+                (f"pattern seed {exp.pattern}"),
+            )
+        elif exp == "zero":
+            want, text = protocol.zero_hash(rng.size), "zeros"
+        elif exp == "unchanged":
+            if previous is None:
+                raise StepFailed(
+                    f"{describe_range(rng)}: 'unchanged' needs an earlier "
+                    "guest.verify or host.read of the same range"
+                )
+            want, text = previous, "the content seen at the previous observation"
+        else:
+            predicted = (
+                self.model.expected(rng.region, rng.offset, rng.size) if self.model else None
+            )
+            if predicted is None:
+                res.message = "no expectation (the model cannot predict this range); recorded"
+                return
+            want, text = predicted
+            res.computed = True
+        res.expected = f"{want:#018x} ({text})"
+        if seen != want:
+            raise StepFailed(
+                f"{step.action} {describe_range(rng)} (gpa {rng.gpa:#x}): expected {text}, "
+                f"hash {want:#018x}; {what} saw hash {seen:#018x}",
+                res.expected,
+                res.seen,
+            )
+
+    @staticmethod
+    def _judge_qmp(step: QmpCommand, reply: dict[str, Any], res: StepResult) -> None:
+        exp = step.expect
+        if "error" in reply:
+            err = reply["error"]
+            res.seen = f"error {err.get('class')}: {err.get('desc')}"
+            if exp is None or not exp.expects_error:
+                raise StepFailed(
+                    f"qmp {step.command} failed: {err.get('class')}: {err.get('desc')}",
+                    None,
+                    res.seen,
+                )
+            if exp.error != err.get("class"):
+                raise StepFailed(
+                    f"qmp {step.command}: expected error class {exp.error}, got "
+                    f"{err.get('class')}: {err.get('desc')}",
+                    exp.error,
+                    res.seen,
+                )
+            return
+        res.seen = _short(reply.get("return"))
+        if exp is None:
+            return
+        if exp.expects_error:
+            raise StepFailed(
+                f"qmp {step.command}: expected error {exp.error}, it succeeded", exp.error, res.seen
+            )
+        why = subset_mismatch(exp.return_, reply.get("return"), "return")
+        if why is not None:
+            raise StepFailed(f"qmp {step.command}: {why}", _short(exp.return_), res.seen)
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
