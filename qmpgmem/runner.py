@@ -397,8 +397,11 @@ class ScenarioRun:
                 )
             want, text = previous, "the content seen at the previous observation"
         else:
+            view = "guest" if isinstance(step, GuestVerify) else "host"
             predicted = (
-                self.model.expected(rng.region, rng.offset, rng.size) if self.model else None
+                self.model.expected(rng.region, rng.offset, rng.size, view=view)
+                if self.model
+                else None
             )
             if predicted is None:
                 res.message = "no expectation (the model cannot predict this range); recorded"
@@ -449,4 +452,3 @@ class ScenarioRun:
 def _short(value: Any, limit: int = 300) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-

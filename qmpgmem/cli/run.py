@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -82,9 +84,9 @@ async def _run(
     return await run_scenarios(scenarios, ctx, options, on_result=on_result)
 
 
-async def _cancellable(coro_fn: asyncio.Future[RunReport] | object) -> RunReport:
+async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
     """Run the main coroutine so that SIGTERM cancels it like Ctrl-C does."""
-    task = asyncio.ensure_future(coro_fn)  # type: ignore[arg-type]
+    task = asyncio.ensure_future(main)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:

@@ -37,7 +37,7 @@ def build_engine(run: ScenarioRun) -> Engine:
     if binary is None:
         raise SetupError("no QEMU binary: install qemu-system-x86 (make setup) or pass --qemu")
     kind = boot_kind(vm)
-    image = guest_image(kind) if kind in ("rom", "pvh") else None  # type: ignore[arg-type]
+    image = guest_image(kind) if kind in ("rom", "pvh") else None
     gmem_plan = None
     if any(r.backend == "guest_memfd" for r in vm.memory):
         gmem_plan = _gmem_plan(run)

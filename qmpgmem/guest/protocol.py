@@ -51,7 +51,8 @@ def _mix64(z: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser on an array of uint64 (wrapping arithmetic)."""
     z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
-    return z ^ (z >> np.uint64(31))
+    out: np.ndarray = z ^ (z >> np.uint64(31))
+    return out
 
 
 def pattern_words(seed: int, offset: int, size: int) -> np.ndarray:

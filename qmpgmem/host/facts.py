@@ -16,11 +16,11 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field
 
 from qmpgmem.engines.kvm import abi
+from qmpgmem.host.firmware import FIRMWARE_NAMES, FIRMWARE_PATHS
 
 __all__ = [
     "BACKEND_TYPES",
     "CONFIDENTIAL_TYPES",
-    "FIRMWARE_NAMES",
     "MACHINES",
     "Fact",
     "HostFacts",
@@ -39,8 +39,6 @@ BACKEND_TYPES: Final = (
 )
 #: Machine names (as given to ``-machine``) whose properties the QEMU probe records.
 MACHINES: Final = ("q35", "microvm")
-#: Firmware images the probe looks for; the names are what ``firmware:<name>`` requires.
-FIRMWARE_NAMES: Final = ("ovmf", "ovmf-code", "ovmf-code-4m", "ovmf-amdsev", "ovmf-inteltdx")
 
 
 class _Model(BaseModel):
@@ -96,6 +94,13 @@ class KvmFacts(_Model):
         """A /dev/kvm capability value by header name; 0 when KVM was not asked or absent."""
         return self.caps.get(name, 0)
 
+    def vm_types_text(self) -> str:
+        """KVM_CAP_VM_TYPES as a skip reason shows it: raw value and decoded names."""
+        raw = self.cap("KVM_CAP_VM_TYPES")
+        if raw == 0:
+            return "KVM_CAP_VM_TYPES=0 (only the default VM type)"
+        return f"KVM_CAP_VM_TYPES={raw:#x} ({', '.join(self.vm_types) or 'none'})"
+
     def facts(self) -> list[Fact]:
         out = [
             Fact(name="kernel_release", value=self.kernel_release, source="uname(2) release"),
@@ -112,11 +117,9 @@ class KvmFacts(_Model):
         ]
         if not self.available:
             return out
-        out.append(
-            Fact(name="api_version", value=self.api_version, source="KVM_GET_API_VERSION")
-        )
-        for cap, value in self.caps.items():
-            out.append(Fact(name=cap, value=value, source=_cap_source(cap, "/dev/kvm")))
+        out.append(Fact(name="api_version", value=self.api_version, source="KVM_GET_API_VERSION"))
+        for cap, raw in self.caps.items():
+            out.append(Fact(name=cap, value=raw, source=_cap_source(cap, "/dev/kvm")))
         decoded = (
             ("vm_types", self.vm_types, "KVM_CAP_VM_TYPES"),
             ("guest_memfd_flags", self.gmem_flags, "KVM_CAP_GUEST_MEMFD_FLAGS"),
@@ -135,9 +138,7 @@ class KvmFacts(_Model):
                 )
             )
         for vm_type, error in self.vm_errors.items():
-            out.append(
-                Fact(name=f"create_vm[{vm_type}]", value=error, source="KVM_CREATE_VM")
-            )
+            out.append(Fact(name=f"create_vm[{vm_type}]", value=error, source="KVM_CREATE_VM"))
         for name, module in (
             ("sev", "kvm_amd"),
             ("sev_es", "kvm_amd"),
@@ -250,7 +251,9 @@ class QemuFacts(_Model):
                 Fact(
                     name=f"firmware[{name}]",
                     value=self.firmware.get(name),
-                    source="first existing file of the Debian ovmf package paths",
+                    source="first readable of "
+                    + ", ".join("/" + p for p in FIRMWARE_PATHS[name])
+                    + " (under the binary's own prefix first)",
                 )
             )
         return out

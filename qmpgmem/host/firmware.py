@@ -2,7 +2,8 @@
 
 Why a table of paths and not QEMU's firmware descriptors: the flavours need specific builds
 (AMD SEV/SNP's ``OVMF.amdsev.fd``, Intel TDX's ``OVMF.inteltdx.fd``), which distributions ship
-at fixed paths (Debian/Ubuntu ``ovmf`` and ``ovmf-inteltdx`` under /usr/share/ovmf, the plain
+at fixed paths (Debian/Ubuntu ``ovmf`` — in sid split into ``ovmf-generic``, ``ovmf-amdsev``,
+``ovmf-inteltdx`` — under /usr/share/ovmf, the plain
 pflash builds under /usr/share/OVMF; Fedora/CentOS under /usr/share/edk2/ovmf). A QEMU unpacked
 into a private prefix (tools/fetch-qemu-sid.sh) brings its own share/ tree, searched first.
 """
@@ -13,9 +14,7 @@ import os
 from pathlib import Path
 from typing import Final
 
-from qmpgmem.host.facts import FIRMWARE_NAMES
-
-__all__ = ["FIRMWARE_PATHS", "find_firmware"]
+__all__ = ["FIRMWARE_NAMES", "FIRMWARE_PATHS", "find_firmware"]
 
 #: name -> candidate paths below a root ("/" or a private prefix), most specific first.
 FIRMWARE_PATHS: Final[dict[str, tuple[str, ...]]] = {
@@ -26,9 +25,13 @@ FIRMWARE_PATHS: Final[dict[str, tuple[str, ...]]] = {
     "ovmf-amdsev": ("usr/share/ovmf/OVMF.amdsev.fd", "usr/share/edk2/ovmf/OVMF.amdsev.fd"),
     "ovmf-inteltdx": (
         "usr/share/ovmf/OVMF.inteltdx.fd",
+        "usr/share/ovmf/OVMF.inteltdx.ms.fd",  # Debian sid's ovmf-inteltdx ships only this
         "usr/share/edk2/ovmf/OVMF.inteltdx.fd",
     ),
 }
+#: The names ``firmware:<name>`` can require, in report order.
+FIRMWARE_NAMES: Final = tuple(FIRMWARE_PATHS)
+
 
 def _roots(binary: str | None) -> list[Path]:
     """Private prefixes around ``binary`` (PREFIX/usr/bin/qemu or PREFIX/wrapper), then "/"."""

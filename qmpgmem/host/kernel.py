@@ -130,7 +130,12 @@ def _probe_vm_types(kvm: Kvm, vm_types: list[str], facts: dict[str, object]) -> 
     facts["vm_errors"] = vm_errors
 
 
-def _probe_uncached(device: str = DEV_KVM, sys_module: Path = Path("/sys/module")) -> KvmFacts:
+def _probe_uncached(
+    device: str = DEV_KVM,
+    sys_module: Path = Path("/sys/module"),
+    cpuid_device: str = _CPUID_DEV,
+) -> KvmFacts:
+    """The probe itself; the paths are parameters so tests can point them at fakes."""
     facts: dict[str, object] = {
         "kernel_release": os.uname().release,
         "backend": vendor_backend(sys_module),
@@ -139,7 +144,7 @@ def _probe_uncached(device: str = DEV_KVM, sys_module: Path = Path("/sys/module"
         "sev_snp": read_module_bool(sys_module / "kvm_amd/parameters/sev_snp"),
         "tdx": read_module_bool(sys_module / "kvm_intel/parameters/tdx"),
     }
-    facts["cbitpos"], facts["reduced_phys_bits"] = _sev_cpuid()
+    facts["cbitpos"], facts["reduced_phys_bits"] = _sev_cpuid(cpuid_device)
     try:
         kvm = Kvm(device)
     except OSError as exc:

@@ -277,36 +277,36 @@ def _step_lines(document: Any, text: str) -> tuple[list[int], list[int]]:
     steps = document.get("steps")
     if not isinstance(steps, CommentedSeq):
         return [1] * len(steps or []), [1] * len(steps or [])
-    starts = [steps.lc.item(i)[0] + 1 for i in range(len(steps))]
+    positions = [steps.lc.item(i) for i in range(len(steps))]
+    starts = [line + 1 for line, _ in positions]
     lines = text.splitlines()
-    # A step ends before the next one starts, or where the steps list ends: the next line
-    # that is indented less than the step's "- " marker.
+    # A step ends before the next one starts; the last one where a line is indented less
+    # than the step's content (the column after "- "), such as the next top-level key.
     ends = []
     for index, start in enumerate(starts):
         if index + 1 < len(starts):
-            limit = starts[index + 1] - 1
+            limit = max(start, starts[index + 1] - 1)
         else:
-            indent = _indent(lines[start - 1]) if start - 1 < len(lines) else 0
+            column = positions[index][1]
             limit = start
             for number in range(start + 1, len(lines) + 1):
                 line = lines[number - 1]
-                if line.strip() and not line.lstrip().startswith("#") and _indent(line) < indent:
+                if _is_content(line) and _indent(line) < column:
                     break
                 limit = number
-        while limit > start and (
-            not lines[limit - 1].strip() or lines[limit - 1].lstrip().startswith("#")
-        ):
+        while limit > start and not _is_content(lines[limit - 1]):
             limit -= 1
         ends.append(limit)
     return starts, ends
 
 
+def _is_content(line: str) -> bool:
+    stripped = line.strip()
+    return bool(stripped) and not stripped.startswith("#")
+
+
 def _indent(line: str) -> int:
-    stripped = line.lstrip(" ")
-    indent = len(line) - len(stripped)
-    if stripped.startswith("- "):  # the content of "  - action:" starts after the dash
-        return indent
-    return indent
+    return len(line) - len(line.lstrip(" "))
 
 
 def _name_position(text: str) -> tuple[int, int]:

@@ -189,7 +189,7 @@ class Region(StrictModel):
     #: How QEMU gets guest_memfd memory; only for backend guest_memfd, where it defaults to auto.
     flavour: Flavour | None = None
     share: bool | None = None
-    #: Backing file; only (and always) for backend file.
+    #: Backing file; only for backend file (None: a file in the run's private directory).
     path: str | None = None
     #: KVM_CREATE_GUEST_MEMFD flags for the direct KVM engine; only for backend guest_memfd.
     gmem_flags: list[GmemFlag] = Field(default_factory=_default_gmem_flags)
@@ -240,22 +240,14 @@ class Region(StrictModel):
                     self.flavour,
                 )
             )
-        if "gmem_flags" in self.model_fields_set and not gmem:
+        # The default is tolerated everywhere, so a dumped scenario validates again.
+        if self.gmem_flags != _default_gmem_flags() and not gmem:
             errors.append(
                 _detail(
                     ("gmem_flags",),
                     ErrorType.INCONSISTENT,
                     f"gmem_flags is only for backend guest_memfd, this region is {self.backend}",
                     self.gmem_flags,
-                )
-            )
-        if self.backend == "file" and not self.path:
-            errors.append(
-                _detail(
-                    ("path",),
-                    ErrorType.INCONSISTENT,
-                    "backend file needs a path (the file that backs the region)",
-                    self.path,
                 )
             )
         if self.path is not None and self.backend != "file":

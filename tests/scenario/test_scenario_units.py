@@ -52,8 +52,16 @@ def test_parse_size_message_says_what_was_expected() -> None:
 
 @pytest.mark.parametrize(
     ("size", "expected"),
-    [(0, "0"), (1, "1"), (4096, "4K"), (4097, "4097"), (16 << 20, "16M"), (3 << 19, "1536K"),
-     (2 << 30, "2G"), (1 << 40, "1T")],
+    [
+        (0, "0"),
+        (1, "1"),
+        (4096, "4K"),
+        (4097, "4097"),
+        (16 << 20, "16M"),
+        (3 << 19, "1536K"),
+        (2 << 30, "2G"),
+        (1 << 40, "1T"),
+    ],
 )
 def test_format_size(size: int, expected: str) -> None:
     assert format_size(size) == expected

@@ -261,6 +261,11 @@ class Vcpu(_Fd):
         """Address of ``struct kvm_run``; KVM_EXIT_IO data sits at ``run_addr + data_offset``."""
         return self._run_map.addr
 
+    @property
+    def run_size(self) -> int:
+        """Size of the vCPU mapping (KVM_GET_VCPU_MMAP_SIZE), struct kvm_run and I/O data."""
+        return self._run_map.size
+
     def run(self) -> int:
         """KVM_RUN once; returns ``kvm_run.exit_reason``. A signal gives InterruptedError."""
         sys.ioctl(self.fd, abi.KVM_RUN)
@@ -319,5 +324,5 @@ class GuestMemfd(_Fd):
         sys.fallocate(self.fd, abi.FALLOC_FL_PUNCH_HOLE | abi.FALLOC_FL_KEEP_SIZE, offset, length)
 
     def allocate(self, offset: int, length: int) -> None:
-        """fallocate(mode 0): allocate (and zero) pages for the range."""
-        sys.fallocate(self.fd, 0, offset, length)
+        """fallocate(KEEP_SIZE): allocate the range's pages (guest_memfd refuses mode 0)."""
+        sys.fallocate(self.fd, abi.FALLOC_FL_KEEP_SIZE, offset, length)

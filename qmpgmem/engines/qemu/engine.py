@@ -170,7 +170,7 @@ class QemuEngine(Engine):
     async def _connect(self) -> None:
         await self.qmp_client.connect(self.process.qmp_sock)
         greeting = self.qmp_client.greeting
-        self._record("greeting", greeting._raw() if greeting is not None else None)
+        self._record("greeting", dict(greeting._raw) if greeting is not None else None)
         self._event_task = asyncio.create_task(self._collect_events())
         reader, writer = await asyncio.open_unix_connection(sock=self.process.serial_sock)
         self.channel = GuestChannel(
@@ -221,7 +221,7 @@ class QemuEngine(Engine):
                 self.qmp_client.execute(command, arguments or None), f"running QMP {command}"
             )
         except ExecuteError as exc:
-            self._record("received", {"error": exc.error.error._raw()})
+            self._record("received", {"error": dict(exc.error.error._raw)})
             raise
         self._record("received", {"return": ret})
         return ret

@@ -119,19 +119,19 @@ def test_well_known_numbers() -> None:
 
 def test_capability_and_constant_numbers() -> None:
     """include/uapi/linux/kvm.h, arch/x86/include/uapi/asm/kvm.h, kvm_para.h (Linux 6.18)."""
-    assert abi.Cap.EXIT_HYPERCALL == 201
-    assert abi.Cap.USER_MEMORY2 == 231
-    assert abi.Cap.MEMORY_FAULT_INFO == 232
-    assert abi.Cap.MEMORY_ATTRIBUTES == 233
-    assert abi.Cap.GUEST_MEMFD == 234
-    assert abi.Cap.VM_TYPES == 235
-    assert abi.Cap.PRE_FAULT_MEMORY == 236
-    assert abi.Cap.GUEST_MEMFD_FLAGS == 244
+    assert int(abi.Cap.EXIT_HYPERCALL) == 201
+    assert int(abi.Cap.USER_MEMORY2) == 231
+    assert int(abi.Cap.MEMORY_FAULT_INFO) == 232
+    assert int(abi.Cap.MEMORY_ATTRIBUTES) == 233
+    assert int(abi.Cap.GUEST_MEMFD) == 234
+    assert int(abi.Cap.VM_TYPES) == 235
+    assert int(abi.Cap.PRE_FAULT_MEMORY) == 236
+    assert int(abi.Cap.GUEST_MEMFD_FLAGS) == 244
     assert [t.value for t in abi.VmType] == [0, 1, 2, 3, 4, 5]
     assert abi.KVM_MEM_GUEST_MEMFD == 4 and abi.KVM_MEM_READONLY == 2
     assert abi.GUEST_MEMFD_FLAG_MMAP == 1 and abi.GUEST_MEMFD_FLAG_INIT_SHARED == 2
     assert abi.KVM_MEMORY_ATTRIBUTE_PRIVATE == 8
-    assert abi.Exit.HYPERCALL == 3 and abi.Exit.MEMORY_FAULT == 39
+    assert int(abi.Exit.HYPERCALL) == 3 and int(abi.Exit.MEMORY_FAULT) == 39
     assert abi.KVM_HC_MAP_GPA_RANGE == 12
 
 

@@ -1,0 +1,534 @@
+"""KvmEngine: the micro guest on a VM this process builds itself from KVM ioctls.
+
+Why a second engine next to QEMU: it can do what QEMU cannot — put any scenario region on a
+guest_memfd of a plain VM, punch holes in it or allocate it from the host, read and write it
+through the file's own mapping — and it shows what the kernel does without a VMM in between.
+
+The VM: one vCPU from the reset vector of the micro guest ROM (the same image QEMU's microvm
+runs), the guest's sys area as anonymous memory at GPA 0, the scenario regions after it
+(:mod:`.memory`), COM1 and isa-debug-exit emulated in the vCPU thread (:mod:`.vcpu_thread`),
+the guest channel over that COM1 (:class:`~qmpgmem.guest.channel.GuestChannel`).
+
+Conversions: KVM_HC_MAP_GPA_RANGE exits are enabled wherever KVM offers them and handled as the
+kernel selftests' VMM does: KVM_SET_MEMORY_ATTRIBUTES, then the other side of the range is
+discarded (to private: the shared mapping; to shared: a hole in the guest_memfd), and the
+result goes back to the guest in rax. A VM type without private memory answers
+``-KVM_ENOSYS`` (-1000): the code the kernel itself gives when no VMM handles the hypercall,
+so a scenario expects the same value under both engines. On a backend where the hypercall
+never returns (kvm_pvm) ``guest_convert`` is refused before the guest is asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import functools
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Final
+
+from qmpgmem.engines.base import Engine, GuestRange, RunArtifacts
+from qmpgmem.engines.kvm import abi
+from qmpgmem.engines.kvm import sys as ksys
+from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS, kvm_backend
+from qmpgmem.engines.kvm.memory import GuestMemory, Placed
+from qmpgmem.engines.kvm.objects import Kvm, Vcpu, Vm
+from qmpgmem.engines.kvm.serial import Uart16550
+from qmpgmem.engines.kvm.vcpu_thread import EndReason, VcpuEnd, VcpuRunner, install_kick_signal
+from qmpgmem.engines.layout import place_regions
+from qmpgmem.errors import (
+    EngineError,
+    SetupError,
+    UnsupportedStep,
+    VMExitedError,
+    VMLaunchError,
+)
+from qmpgmem.guest.channel import GuestChannel
+from qmpgmem.guest.protocol import MASK64, Hello
+from qmpgmem.scenario.model import VmSpec
+
+log = logging.getLogger(__name__)
+
+VM_TYPES: Final = {
+    "default": abi.VmType.DEFAULT,
+    "sw-protected": abi.VmType.SW_PROTECTED,
+    "sev": abi.VmType.SEV,
+    "sev-es": abi.VmType.SEV_ES,
+    "sev-snp": abi.VmType.SNP,
+    "tdx": abi.VmType.TDX,
+}
+#: VM types whose launch needs a firmware/attestation flow this engine does not implement.
+NEEDS_LAUNCH_FLOW: Final = frozenset({"sev", "sev-es", "sev-snp", "tdx"})
+
+# include/uapi/linux/kvm_para.h error codes, returned to the guest negated
+KVM_ENOSYS: Final = 1000
+KVM_EINVAL: Final = 22
+
+#: Where QEMU puts the VMX real-mode TSS (needed by kvm_intel without unrestricted guest).
+TSS_ADDR: Final = 0xFFFBD000
+_BIG_COPY: Final = 1 << 20  # copies above this go to a worker thread
+
+
+@functools.cache
+def _supported_cpuid() -> ctypes.Array[abi.kvm_cpuid_entry2]:
+    with Kvm() as kvm:
+        return kvm.supported_cpuid()
+
+
+class _GuestInput(asyncio.WriteTransport):
+    """The write side of the guest channel: bytes go straight into the UART's input queue."""
+
+    def __init__(self, uart: Uart16550) -> None:
+        super().__init__()
+        self._uart = uart
+        self._closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._closing:
+            self._uart.feed(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._closing = True
+
+    def abort(self) -> None:
+        self._closing = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def can_write_eof(self) -> bool:
+        return False
+
+
+class KvmEngine(Engine):
+    """One direct-KVM VM running the micro guest. ``async with KvmEngine(...) as e:``."""
+
+    name = "kvm"
+
+    def __init__(
+        self,
+        vm: VmSpec,
+        *,
+        boot_timeout: float,
+        step_timeout: float,
+        run_dir: Path | None = None,
+        run_dir_parent: Path | None = None,
+        rom: bytes | Path | None = None,
+        backend: str | None = None,
+    ) -> None:
+        """Without ``run_dir`` a private (0700) one is made under ``run_dir_parent``.
+
+        ``rom`` overrides the micro guest image (tests); ``backend`` the /sys/module probe.
+        """
+        self.spec = vm
+        if run_dir is None:
+            run_dir = Path(tempfile.mkdtemp(prefix="qmpgmem-kvm-", dir=run_dir_parent))
+        self._run_dir = Path(run_dir)
+        self.layout = place_regions(vm.memory)
+        self._boot_timeout = boot_timeout
+        self._step_timeout = step_timeout
+        self._rom = rom
+        self.backend = backend or kvm_backend()
+        self._artifacts = RunArtifacts(self._run_dir)
+        self._stack = contextlib.ExitStack()
+        self._kvm: Kvm | None = None
+        self._vm: Vm | None = None
+        self._vcpu: Vcpu | None = None
+        self._memory: GuestMemory | None = None
+        self._uart: Uart16550 | None = None
+        self._runner: VcpuRunner | None = None
+        self.channel: GuestChannel | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._initial: tuple[abi.kvm_regs, abi.kvm_sregs] | None = None
+        self._private_mem = False
+        self._hypercall_exit = False
+        self._events: list[str] = []
+        self._t0 = time.monotonic()
+        self.hello: Hello | None = None
+        #: seconds from start() to the guest's HELLO (named as on the QEMU engine)
+        self.ready_after: float | None = None
+        self.end: VcpuEnd | None = None
+        self._stopped = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _event(self, text: str) -> None:
+        self._events.append(f"{time.monotonic() - self._t0:10.6f} {text}")
+
+    def _check_spec(self) -> abi.VmType:
+        spec = self.spec
+        if spec.guest.kernel is not None or spec.guest.image is None:
+            raise UnsupportedStep("the direct KVM engine runs only the built-in micro guest")
+        if spec.guest.boot == "pvh":
+            raise UnsupportedStep("the direct KVM engine boots the micro guest ROM, not PVH")
+        if spec.accel == "tcg":
+            raise UnsupportedStep("accel tcg asks for an emulator; the KVM engine is KVM only")
+        if spec.cpus != 1:
+            raise UnsupportedStep(f"the direct KVM engine runs one vCPU, the VM asks {spec.cpus}")
+        if spec.vm_type in NEEDS_LAUNCH_FLOW:
+            raise UnsupportedStep(
+                f"VM type {spec.vm_type} needs a confidential launch flow "
+                "(firmware, measurement) that the direct KVM engine does not implement"
+            )
+        return VM_TYPES[spec.vm_type]
+
+    def _rom_image(self) -> bytes:
+        if isinstance(self._rom, bytes):
+            return self._rom
+        if isinstance(self._rom, Path):
+            return self._rom.read_bytes()
+        try:
+            from qmpgmem.guest.image import guest_image  # the micro guest's builder
+        except ImportError as exc:
+            raise SetupError(f"the micro guest image module is missing: {exc}") from exc
+        return guest_image("rom").read_bytes()
+
+    async def start(self) -> None:
+        if self.channel is not None:
+            raise EngineError("KvmEngine.start() called twice")
+        t0 = time.perf_counter()
+        self._t0 = time.monotonic()
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        self._loop = asyncio.get_running_loop()
+        vm_type = self._check_spec()
+        rom = self._rom_image()
+        try:
+            self._build(vm_type, rom)
+        except (UnsupportedStep, SetupError):
+            await self.stop()
+            raise
+        except OSError as exc:
+            await self.stop()
+            raise VMLaunchError(f"KVM refused to build the VM: {exc}") from exc
+        try:
+            assert self.channel is not None
+            async with asyncio.timeout(self._boot_timeout):
+                self.hello = await self.channel.wait_hello()
+        except TimeoutError:
+            await self.stop()
+            raise VMLaunchError(
+                f"the micro guest did not say HELLO within {self._boot_timeout:g} s "
+                f"(KVM backend {self.backend}, {self._exit_count()} exits)",
+                output=self._serial_tail(),
+            ) from None
+        except BaseException:
+            await self.stop()
+            raise
+        self.ready_after = time.perf_counter() - t0
+        self._event(f"HELLO after {self.ready_after * 1e3:.2f} ms: {self.hello}")
+
+    def _build(self, vm_type: abi.VmType, rom: bytes) -> None:
+        kvm = self._kvm = self._stack.enter_context(Kvm())
+        offered = kvm.check_extension(abi.Cap.VM_TYPES)
+        if vm_type != abi.VmType.DEFAULT and not offered & (1 << vm_type):
+            raise UnsupportedStep(
+                f"KVM (backend {self.backend}) does not offer VM type {self.spec.vm_type}: "
+                f"KVM_CAP_VM_TYPES is {offered:#x}, bit {int(vm_type)} is clear"
+            )
+        vm = self._vm = self._stack.enter_context(kvm.create_vm(vm_type))
+        self._event(f"KVM_CREATE_VM type {int(vm_type)} ({self.spec.vm_type})")
+        if self.backend == "kvm_intel":
+            with contextlib.suppress(OSError):
+                vm.set_tss_addr(TSS_ADDR)
+        # KVM_CAP_MEMORY_ATTRIBUTES on the VM fd lists the attributes this VM type supports
+        self._private_mem = bool(
+            vm.check_extension(abi.Cap.MEMORY_ATTRIBUTES) & abi.KVM_MEMORY_ATTRIBUTE_PRIVATE
+        )
+        hc_bit = 1 << abi.KVM_HC_MAP_GPA_RANGE
+        if vm.check_extension(abi.Cap.EXIT_HYPERCALL) & hc_bit:
+            vm.enable_cap(abi.Cap.EXIT_HYPERCALL, hc_bit)
+            self._hypercall_exit = True
+        self._event(
+            f"private memory {'yes' if self._private_mem else 'no'}, "
+            f"KVM_HC_MAP_GPA_RANGE exit {'on' if self._hypercall_exit else 'not offered'}"
+        )
+        memory = self._memory = GuestMemory(vm)
+        self._stack.callback(memory.close)
+        memory.add_sys()
+        for placed_region in self.layout.regions:
+            memory.add_region(self.spec.region(placed_region.id), placed_region.gpa)
+        memory.add_rom(rom)
+        for placed in memory.regions:
+            self._event(
+                f"region {placed.region.id} {placed.region.backend} at GPA {placed.gpa:#x} "
+                f"size {placed.size:#x} slot {placed.slot}"
+                + (f" gmem flags {placed.gmem.flags:#x}" if placed.gmem else "")
+            )
+        vcpu = self._vcpu = vm.create_vcpu(0)  # closed by vm.close()
+        vcpu.set_cpuid(_supported_cpuid())
+        self._initial = (vcpu.get_regs(), vcpu.get_sregs())
+
+        install_kick_signal()
+        self._uart = Uart16550(self._on_output)
+        self._open_channel()
+        self._start_runner()
+
+    def _open_channel(self) -> None:
+        assert self._loop is not None and self._uart is not None
+        if self.channel is not None:
+            self.channel.close()
+        reader = self._reader = asyncio.StreamReader(limit=1 << 20)
+        transport = _GuestInput(self._uart)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        writer = asyncio.StreamWriter(transport, protocol, reader, self._loop)
+        serial_log = self._run_dir / "serial.log"
+        self._artifacts.files["serial"] = serial_log
+        self.channel = GuestChannel(reader, writer, serial_log, on_eof=self._eof_error)
+
+    def _start_runner(self) -> None:
+        assert self._vcpu is not None and self._uart is not None
+        self.end = None
+        self._runner = VcpuRunner(self._vcpu, self._uart, self._on_hypercall, self._on_end)
+        self._runner.start()
+
+    # -- called from the vCPU thread -----------------------------------------------------------
+    def _call_in_loop(self, fn: object, *args: object) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(fn, *args)  # type: ignore[arg-type]
+
+    def _on_output(self, data: bytes) -> None:
+        reader = self._reader
+        if reader is not None:
+            self._call_in_loop(reader.feed_data, data)
+
+    def _on_end(self, end: VcpuEnd) -> None:
+        self.end = end
+        self._event(f"vCPU ended: {end.reason} {end.detail}")
+        reader = self._reader
+        if reader is not None:
+            self._call_in_loop(reader.feed_eof)
+
+    def _on_hypercall(self, hc: abi._kvm_run_hypercall) -> None:
+        nr, gpa, npages, attrs = hc.nr, hc.args[0], hc.args[1], hc.args[2]
+        ret = (
+            self._map_gpa_range(gpa, npages, attrs)
+            if nr == abi.KVM_HC_MAP_GPA_RANGE
+            else (-KVM_ENOSYS)
+        )
+        hc.ret = ret & MASK64
+        self._event(f"hypercall nr {nr} gpa {gpa:#x} npages {npages:#x} attrs {attrs:#x} -> {ret}")
+
+    def _map_gpa_range(self, gpa: int, npages: int, attrs: int) -> int:
+        """KVM_HC_MAP_GPA_RANGE for the guest; returns the value for its rax."""
+        if not self._private_mem:
+            return -KVM_ENOSYS
+        assert self._vm is not None and self._memory is not None
+        size = npages * 4096
+        placed = self._memory.find(gpa, size)
+        if placed is None or placed.gmem is None or npages == 0:
+            return -KVM_EINVAL
+        private = bool(attrs & abi.KVM_MAP_GPA_RANGE_ENCRYPTED)
+        try:
+            self._vm.set_memory_attributes(
+                gpa, size, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0
+            )
+            self._discard_other_side(placed, gpa - placed.gpa, size, private)
+        except OSError as exc:
+            return -(exc.errno or KVM_EINVAL)
+        return 0
+
+    @staticmethod
+    def _discard_other_side(placed: Placed, offset: int, size: int, private: bool) -> None:
+        """After a conversion, free the backing the guest no longer uses (as QEMU does)."""
+        if placed.in_place:
+            return  # one file holds both states; nothing separate to free
+        assert placed.gmem is not None
+        if private:
+            ksys.madvise(placed.mapping.addr + offset, size, ksys.MADV_REMOVE)
+        else:
+            placed.gmem.punch_hole(offset, size)
+
+    # -- stop ----------------------------------------------------------------------------------
+    def _eof_error(self) -> Exception:
+        end = self.end
+        if end is None:
+            return VMExitedError("the guest channel closed", output=self._serial_tail())
+        if end.reason == EndReason.DEBUG_EXIT:
+            return VMExitedError(
+                f"the guest exited through isa-debug-exit ({end.detail})",
+                returncode=end.exit_status,
+                output=self._serial_tail(),
+            )
+        return VMExitedError(
+            f"the vCPU stopped: {end.reason} ({end.detail})", output=self._serial_tail()
+        )
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        runner = self._runner
+        if runner is not None and not await asyncio.to_thread(runner.stop):
+            # The thread still uses the vCPU mapping: leave the VM to it rather than unmap
+            # memory under a running KVM_RUN.
+            log.error("the vCPU thread did not stop; leaking its VM to stay memory-safe")
+            self._event("vCPU thread did not stop; VM left open")
+            self._stack.pop_all()
+        if self.channel is not None:
+            self.channel.close()
+        try:
+            self._stack.close()
+        finally:
+            self._vcpu = self._vm = self._kvm = None
+            self._memory = None
+            self._write_log()
+
+    def _write_log(self) -> None:
+        try:
+            self._run_dir.mkdir(parents=True, exist_ok=True)
+            path = self._run_dir / "kvm.log"
+            lines = [
+                f"backend {self.backend}",
+                f"vm {json.dumps(self.spec.model_dump(mode='json'))}",
+                *self._events,
+            ]
+            if self._runner is not None:
+                lines.append(f"exits {self._runner.exits} mmio {self._runner.mmio_exits}")
+            path.write_text("\n".join(lines) + "\n")
+            self._artifacts.files["kvm"] = path
+        except OSError:
+            log.exception("could not write the KVM engine log")
+
+    def _exit_count(self) -> int:
+        return self._runner.exits if self._runner else 0
+
+    def _serial_tail(self) -> str:
+        path = self._artifacts.files.get("serial")
+        if path is None or not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-10:])
+
+    @property
+    def artifacts(self) -> RunArtifacts:
+        return self._artifacts
+
+    # -- resolving ranges ----------------------------------------------------------------------
+    def _placed(self, region: str) -> Placed:
+        if self._memory is None:
+            raise EngineError("the VM is not running")
+        try:
+            return self._memory.region(region)
+        except KeyError:
+            raise EngineError(f"no region {region!r} in this VM") from None
+
+    def resolve(self, region: str, offset: int, size: int) -> GuestRange:
+        """The shared layout (engines/layout.py): the same GPA as under the QEMU engine."""
+        return self.layout.resolve(region, offset, size)
+
+    # -- guest side ----------------------------------------------------------------------------
+    def _guest(self) -> GuestChannel:
+        if self.channel is None or self._stopped:
+            raise EngineError("the VM is not running")
+        return self.channel
+
+    async def guest_write(self, rng: GuestRange, seed: int) -> None:
+        async with asyncio.timeout(self._step_timeout):
+            await self._guest().write(rng.gpa, rng.size, seed, rng.offset)
+
+    async def guest_hash(self, rng: GuestRange) -> int:
+        async with asyncio.timeout(self._step_timeout):
+            return await self._guest().hash(rng.gpa, rng.size)
+
+    async def guest_convert(self, rng: GuestRange, private: bool) -> int:
+        if self.backend in HYPERCALL_NEVER_RETURNS:
+            raise UnsupportedStep(
+                f"KVM backend {self.backend}: a guest vmcall/vmmcall never returns on this "
+                "host, so the guest is not sent into KVM_HC_MAP_GPA_RANGE"
+            )
+        async with asyncio.timeout(self._step_timeout):
+            return await self._guest().convert(rng.gpa, rng.size, private)
+
+    # -- host side -----------------------------------------------------------------------------
+    def _host_placed(self, rng: GuestRange) -> Placed:
+        placed = self._placed(rng.region)
+        if not placed.host_access:
+            raise UnsupportedStep(
+                f"region {rng.region}: a guest_memfd with mmap but without init_shared holds "
+                "private memory; the host cannot touch its mapping (the kernel sends SIGBUS)"
+            )
+        return placed
+
+    async def host_read(self, rng: GuestRange) -> bytes:
+        mapping = self._host_placed(rng).mapping
+        if rng.size > _BIG_COPY:
+            return await asyncio.to_thread(mapping.read, rng.offset, rng.size)
+        return mapping.read(rng.offset, rng.size)
+
+    async def host_write(self, rng: GuestRange, data: bytes) -> None:
+        if len(data) != rng.size:
+            raise EngineError(f"host_write of {len(data)} bytes into a {rng.size}-byte range")
+        mapping = self._host_placed(rng).mapping
+        if rng.size > _BIG_COPY:
+            await asyncio.to_thread(mapping.write, rng.offset, data)
+        else:
+            mapping.write(rng.offset, data)
+
+    def _gmem(self, rng: GuestRange) -> Placed:
+        placed = self._placed(rng.region)
+        if placed.gmem is None:
+            raise UnsupportedStep(
+                f"region {rng.region} is backend {placed.region.backend}, not guest_memfd"
+            )
+        return placed
+
+    async def gmem_punch_hole(self, rng: GuestRange) -> None:
+        placed = self._gmem(rng)
+        assert placed.gmem is not None
+        try:
+            await asyncio.to_thread(placed.gmem.punch_hole, rng.offset, rng.size)
+        except OSError as exc:
+            raise EngineError(f"punching a hole in region {rng.region}: {exc}") from exc
+        self._event(f"punch hole {rng.region} {rng.offset:#x}+{rng.size:#x}")
+
+    async def gmem_allocate(self, rng: GuestRange) -> None:
+        placed = self._gmem(rng)
+        assert placed.gmem is not None
+        try:
+            await asyncio.to_thread(placed.gmem.allocate, rng.offset, rng.size)
+        except OSError as exc:
+            raise EngineError(f"allocating region {rng.region}: {exc}") from exc
+        self._event(f"allocate {rng.region} {rng.offset:#x}+{rng.size:#x}")
+
+    # -- VM lifecycle --------------------------------------------------------------------------
+    async def vm_stop(self) -> None:
+        runner = self._running_runner()
+        if not await asyncio.to_thread(runner.pause):
+            raise EngineError("the vCPU did not pause")
+        self._event("paused")
+
+    async def vm_cont(self) -> None:
+        self._running_runner().resume()
+        self._event("resumed")
+
+    async def vm_reset(self) -> None:
+        """Put the vCPU back at the reset vector (memory stays) and wait for the new HELLO."""
+        if self._vcpu is None or self._initial is None or self._uart is None:
+            raise EngineError("the VM is not running")
+        runner = self._runner
+        if runner is not None and runner.running and not await asyncio.to_thread(runner.stop):
+            raise EngineError("the vCPU did not stop for the reset")
+        regs, sregs = self._initial
+        self._vcpu.set_sregs(sregs)
+        self._vcpu.set_regs(regs)
+        self._uart.reset()
+        self._open_channel()
+        self._event("reset")
+        self._start_runner()
+        assert self.channel is not None
+        async with asyncio.timeout(self._boot_timeout):
+            self.hello = await self.channel.wait_hello()
+
+    def _running_runner(self) -> VcpuRunner:
+        if self._runner is None or not self._runner.running:
+            raise EngineError("the vCPU is not running")
+        return self._runner

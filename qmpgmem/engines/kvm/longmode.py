@@ -1,0 +1,77 @@
+"""Put a vCPU straight into 64-bit mode at CPL3, with identity-mapped memory.
+
+Why CPL3: on kvm_pvm guest code at CPL0 (and real or protected mode) is emulated one
+instruction at a time, while long mode at CPL3 runs natively (/work/shared/README.md). A check
+whose guest should exercise the ordinary fault path — not the instruction emulator — runs
+here. ``RFLAGS.IOPL=3`` lets ring-3 code use ``out`` to talk to the VMM.
+
+Tables (in a RAM slot at GPA 0): GDT at 0x1000, PML4 at 0x2000, PDPT at 0x3000, one page
+directory at 0x4000 mapping the first GiB with 2 MiB user pages.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from qmpgmem.engines.kvm import abi
+from qmpgmem.engines.kvm.objects import Mapping, Vcpu
+
+GDT_GPA: Final = 0x1000
+PML4_GPA: Final = 0x2000
+PDPT_GPA: Final = 0x3000
+PD_GPA: Final = 0x4000
+#: Lowest GPA free for code and data after the tables.
+FREE_GPA: Final = 0x10000
+#: null, kernel code, kernel data, user data, user code (selectors 0x08, 0x10, 0x1b, 0x23)
+GDT: Final = (0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF, 0x00CFF2000000FFFF, 0x00AFFA000000FFFF)
+USER_DS: Final = 0x1B
+USER_CS: Final = 0x23
+
+PTE_P, PTE_W, PTE_U, PTE_PS = 1, 2, 4, 0x80
+CR0_PE, CR0_PG = 1, 1 << 31
+CR4_PAE = 1 << 5
+EFER_LME, EFER_LMA = 1 << 8, 1 << 10
+RFLAGS_FIXED, RFLAGS_IOPL3 = 0x2, 0x3000
+
+
+def write_tables(mem: Mapping) -> None:
+    """GDT and identity page tables into ``mem`` (the RAM at GPA 0, at least 0x5000 bytes)."""
+    mem.write(GDT_GPA, struct.pack(f"<{len(GDT)}Q", *GDT))
+    mem.write(PML4_GPA, struct.pack("<Q", PDPT_GPA | PTE_P | PTE_W | PTE_U))
+    mem.write(PDPT_GPA, struct.pack("<Q", PD_GPA | PTE_P | PTE_W | PTE_U))
+    entries = [(i << 21) | PTE_P | PTE_W | PTE_U | PTE_PS for i in range(512)]
+    mem.write(PD_GPA, struct.pack("<512Q", *entries))
+
+
+def _segment(selector: int, code: bool) -> abi.kvm_segment:
+    return abi.kvm_segment(
+        base=0,
+        limit=0xFFFFFFFF,
+        selector=selector,
+        type=0xB if code else 0x3,  # execute/read accessed, read/write accessed
+        present=1,
+        dpl=selector & 3,
+        db=0 if code else 1,
+        s=1,
+        l=1 if code else 0,
+        g=1,
+    )
+
+
+def enter_user_long_mode(vcpu: Vcpu, rip: int, rsp: int) -> None:
+    """Registers for 64-bit CPL3 code at ``rip`` (tables from :func:`write_tables`)."""
+    sregs = vcpu.get_sregs()
+    sregs.cs = _segment(USER_CS, code=True)
+    data = _segment(USER_DS, code=False)
+    sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data
+    sregs.tr = abi.kvm_segment(limit=0x67, type=11, present=1)
+    sregs.gdt = abi.kvm_dtable(base=GDT_GPA, limit=8 * len(GDT) - 1)
+    sregs.idt = abi.kvm_dtable(base=0, limit=0)
+    sregs.cr0 = CR0_PE | CR0_PG | 0x10  # ET
+    sregs.cr3 = PML4_GPA
+    sregs.cr4 = CR4_PAE
+    sregs.efer = EFER_LME | EFER_LMA
+    vcpu.set_sregs(sregs)
+    regs = abi.kvm_regs(rip=rip, rsp=rsp, rflags=RFLAGS_FIXED | RFLAGS_IOPL3)
+    vcpu.set_regs(regs)

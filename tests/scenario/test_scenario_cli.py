@@ -1,0 +1,106 @@
+"""The validate and schema commands, through click's runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from qmpgmem import __version__
+from qmpgmem.cli import cli, main
+from qmpgmem.errors import EngineError, ScenarioError, SetupError
+from qmpgmem.scenario.schema import scenario_json_schema
+
+REPO = Path(__file__).resolve().parents[2]
+BASIC = REPO / "scenarios" / "basic"
+
+
+def run(*args: str) -> click.testing.Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_help_teaches_the_workflow() -> None:
+    result = run("--help")
+    assert result.exit_code == 0
+    for line in ("qmpgmem probe", "qmpgmem validate scenarios/", "qmpgmem run scenarios/basic"):
+        assert line in result.output
+    assert "validate" in result.output and "schema" in result.output
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_validate_shipped_scenarios() -> None:
+    count = len(list(BASIC.glob("*.yaml")))
+    result = run("validate", str(BASIC))
+    assert result.exit_code == 0, result.output
+    assert result.output == f"{count} scenarios valid\n"
+
+
+def test_validate_one_file() -> None:
+    result = run("validate", str(BASIC / "smoke.yaml"))
+    assert (result.exit_code, result.output) == (0, "1 scenario valid\n")
+
+
+def test_validate_invalid(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((BASIC / "smoke.yaml").read_text().replace("size: 16M", "size: 16 apples"))
+    result = CliRunner().invoke(cli, ["validate", str(BASIC / "smoke.yaml"), str(bad)])
+    assert result.exit_code == 2
+    line = next(n for n, t in enumerate(bad.read_text().splitlines(), 1) if "apples" in t)
+    assert f"{bad}:{line}:13: vm.memory[0].size: expected a size like 4K" in result.stdout
+    assert "1 problem in 1 file; 1 scenario valid" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_validate_missing_path(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["validate", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'none.yaml'}: no such file or directory" in result.stdout
+
+
+def test_validate_needs_a_path() -> None:
+    result = CliRunner().invoke(cli, ["validate"])
+    assert result.exit_code == 2 and "Missing argument" in result.output
+
+
+def test_schema_stdout() -> None:
+    result = run("schema")
+    assert result.exit_code == 0
+    assert json.loads(result.output) == scenario_json_schema()
+
+
+def test_schema_to_file(tmp_path: Path) -> None:
+    out = tmp_path / "scenario.schema.json"
+    result = run("schema", "-o", str(out))
+    assert result.exit_code == 0 and result.stdout == ""
+    assert json.loads(out.read_text()) == scenario_json_schema()
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(ScenarioError("bad file"), 2), (SetupError("no qemu"), 2), (EngineError("vm died"), 1)],
+)
+def test_own_errors_print_clean(error: Exception, code: int) -> None:
+    @cli.command("x-raise")
+    def _raise() -> None:
+        raise error
+
+    try:
+        result = CliRunner().invoke(cli, ["x-raise"])
+    finally:
+        cli.commands.pop("x-raise")
+    assert result.exit_code == code
+    assert result.stderr == f"error: {error}\n"
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_main_entry_point() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["validate", str(BASIC / "smoke.yaml")])
+    assert info.value.code == 0
