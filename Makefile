@@ -4,10 +4,19 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# A second, private QEMU from Debian sid (11.x) for the scenarios that need QEMU >= 11.0;
+# optional: when it cannot be fetched those scenarios skip with the reason.
+SID_QEMU_PREFIX := build/qemu-sid
+SID_QEMU := $(SID_QEMU_PREFIX)/qemu-system-x86_64
+SID_QEMU_ARG = $$(test -x $(SID_QEMU) && echo --qemu qemu-system-x86_64 --qemu $(SID_QEMU))
 
-.PHONY: setup run test lint bench clean image
+.PHONY: setup run test lint bench clean image sid-qemu
 
-setup: $(STAMP) image
+setup: $(STAMP) image sid-qemu
+
+sid-qemu:
+	@bash tools/fetch-qemu-sid.sh $(SID_QEMU_PREFIX) >/dev/null \
+	  || echo "setup: warning: no QEMU 11.x from sid; scenarios needing it will skip" >&2
 
 $(STAMP): pyproject.toml tools/install-qemu.sh
 	bash tools/install-qemu.sh
@@ -20,10 +29,11 @@ image: $(STAMP)
 	$(BIN)/qmpgmem image build
 
 run: setup
-	$(BIN)/qmpgmem run scenarios/
+	$(BIN)/qmpgmem run scenarios/ $(SID_QEMU_ARG)
 
 test: setup
-	$(BIN)/pytest -q -ra --junitxml=build/junit.xml
+	QMPGMEM_EXTRA_QEMU=$$(test -x $(SID_QEMU) && realpath $(SID_QEMU)) \
+	  $(BIN)/pytest -q -ra --junitxml=build/junit.xml
 
 lint: setup
 	$(BIN)/ruff check qmpgmem tests bench

@@ -61,9 +61,19 @@ class HostContext:
     kvm_backend: str  # kvm_intel, kvm_amd, kvm_pvm, or "" without /dev/kvm
     kvm_usable: bool
     kernel_release: str = ""
-    qemu_binary: str | None = None
-    qemu_version: str | None = None
+    qemu_binaries: list[str] = field(default_factory=list)  # in order of preference
+    qemu_versions: dict[str, str | None] = field(default_factory=dict)
     facts: Any = None  # qmpgmem.host.HostFacts when probed
+
+    @property
+    def qemu_binary(self) -> str | None:
+        """The preferred QEMU binary (the first one given)."""
+        return self.qemu_binaries[0] if self.qemu_binaries else None
+
+    @property
+    def qemu_version(self) -> str | None:
+        b = self.qemu_binary
+        return self.qemu_versions.get(b) if b else None
 
 
 @dataclass
@@ -108,6 +118,19 @@ def step_skip_reason(step: Step, engine: str, accel: str, host: HostContext) -> 
     return None
 
 
+_FLAVOUR_CACHE: dict[tuple[str, str], Any] = {}
+
+
+async def confirmed_flavour(flavour: str, qemu: Any, kvm: Any) -> Any:
+    """The flavour plan confirmed with the real binary, once per binary and flavour."""
+    from qmpgmem.engines.qemu.flavours import plan_flavour_confirmed
+
+    key = (flavour, qemu.binary)
+    if key not in _FLAVOUR_CACHE:
+        _FLAVOUR_CACHE[key] = await plan_flavour_confirmed(flavour, qemu, kvm)
+    return _FLAVOUR_CACHE[key]
+
+
 def describe_range(r: Range | GuestRange) -> str:
     return f"{r.region}[{r.offset:#x}+{r.size:#x}]"
 
@@ -131,9 +154,11 @@ class ScenarioRun:
         self.options = options
         self.engine_factory = engine_factory
         self.accel = resolve_accel(options.accel or self.sc.vm.accel, host)
+        self.qemu_binary = self._choose_qemu()
         self.observed: dict[tuple[str, int, int], int] = {}
         self.steps: list[StepResult] = []
         self.model: Any = None
+        self.gmem_plan: Any = None  # engines.qemu.flavours.FlavourPlan when guest_memfd is used
 
     def _result(self, status: Status, reason: str, t0: float, **kw: Any) -> ScenarioResult:
         return ScenarioResult(
@@ -144,30 +169,69 @@ class ScenarioRun:
             duration_s=round(time.monotonic() - t0, 4),
             engine=self.options.engine,
             accel=self.accel if self.options.engine == "qemu" else None,
+            qemu=self.qemu_binary if self.options.engine == "qemu" else None,
             steps=self.steps,
             **kw,
         )
+
+    def _unmet(self, qemu_binary: str | None) -> str | None:
+        if self.host.facts is None:
+            return None
+        from qmpgmem.host import evaluate_requirements
+
+        qemu = self.host.facts.qemu_for(qemu_binary) if qemu_binary else None
+        why = evaluate_requirements(
+            self.sc.requires, self.host.facts, qemu, vm_type=self.sc.vm.vm_type
+        )
+        return str(why) if why else None
+
+    def _choose_qemu(self) -> str | None:
+        """The first QEMU binary that meets the scenario's requirements (else the first)."""
+        for binary in self.host.qemu_binaries:
+            if self._unmet(binary) is None:
+                return binary
+        return self.host.qemu_binary
 
     def preflight(self) -> str | None:
         """The skip reason when the scenario cannot run here, before anything starts."""
         if (self.options.engine == "kvm" or self.accel == "kvm") and not self.host.kvm_usable:
             return "needs kvm; /dev/kvm is missing or not accessible"
-        if self.host.facts is not None:
-            from qmpgmem.host import evaluate_requirements
-
-            qemu = self.host.facts.qemu[0] if self.host.facts.qemu else None
-            why = evaluate_requirements(self.sc.requires, self.host.facts, qemu)
-            if why:
-                return str(why)
+        why = self._unmet(self.qemu_binary)
+        if why:
+            return why
         for i, step in enumerate(self.sc.steps):
             why = step_skip_reason(step, self.options.engine, self.accel, self.host)
             if why:
                 return f"step {i + 1}: {why}"
         return None
 
+    async def plan_guest_memfd(self) -> str | None:
+        """Choose the QEMU guest_memfd flavour; a skip reason quoting QEMU's own refusal.
+
+        Runs before the requirement check so that a host without SEV-SNP/TDX reports what
+        the real binary said when handed the flavour's command line.
+        """
+        gmem = [r for r in self.sc.vm.memory if r.backend == "guest_memfd"]
+        if self.options.engine != "qemu" or not gmem or self.host.facts is None:
+            return None
+        flavours = {r.flavour or "auto" for r in gmem}
+        if len(flavours) > 1:
+            return f"one VM cannot mix guest_memfd flavours {sorted(flavours)}"
+        qemu = self.host.facts.qemu_for(self.qemu_binary)
+        if qemu is None:
+            return "guest_memfd memory needs a probed QEMU binary"
+        self.gmem_plan = await confirmed_flavour(flavours.pop(), qemu, self.host.facts.kvm)
+        reason: str | None = self.gmem_plan.skip_reason
+        if reason is None and self.gmem_plan.machine not in (None, self.sc.vm.machine):
+            reason = (
+                f"flavour {self.gmem_plan.name} needs machine {self.gmem_plan.machine}, "
+                f"the scenario asks for {self.sc.vm.machine}"
+            )
+        return reason
+
     async def run(self) -> ScenarioResult:
         t0 = time.monotonic()
-        skip = self.preflight()
+        skip = await self.plan_guest_memfd() or self.preflight()
         if skip:
             return self._result(Status.SKIPPED, skip, t0)
         try:
@@ -230,8 +294,8 @@ class ScenarioRun:
         argv = ["qmpgmem", "run", str(self.loaded.path), "--engine", self.options.engine]
         if self.options.engine == "qemu":
             argv += ["--accel", self.accel]
-            if self.host.qemu_binary:
-                argv += ["--qemu", self.host.qemu_binary]
+            if self.qemu_binary:
+                argv += ["--qemu", self.qemu_binary]
         argv += ["-k", self.sc.name, "--keep-run-dirs"]
         return shlex.join(argv)
 

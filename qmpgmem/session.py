@@ -11,35 +11,45 @@ from collections.abc import Callable, Sequence
 
 from qmpgmem import hostinfo
 from qmpgmem.engines.factory import build_engine
+from qmpgmem.errors import SetupError
 from qmpgmem.report.result import HostInfo, RunReport, ScenarioResult, Summary
 from qmpgmem.runner import HostContext, RunOptions, ScenarioRun
 from qmpgmem.scenario.loader import LoadedScenario
 
 log = logging.getLogger(__name__)
 
-_CONTEXTS: dict[tuple[str | None, bool], HostContext] = {}
+_CONTEXTS: dict[tuple[tuple[str, ...], bool], HostContext] = {}
 
 
-async def host_context(qemu: str | None = None, probe: bool = True) -> HostContext:
-    """What the runner needs of this host; probed once per process and QEMU binary."""
-    key = (qemu, probe)
+async def host_context(qemu: Sequence[str] | str | None = None, probe: bool = True) -> HostContext:
+    """What the runner needs of this host; probed once per process and set of QEMU binaries.
+
+    ``qemu``: binaries in order of preference (default: qemu-system-x86_64 on PATH); each
+    scenario runs with the first one that meets its requirements.
+    """
+    wanted = [qemu] if isinstance(qemu, str) else list(qemu or [])
+    key = (tuple(wanted), probe)
     if key in _CONTEXTS:
         return _CONTEXTS[key]
-    binary = hostinfo.find_qemu(qemu)
+    binaries: list[str] = []
+    names: list[str | None] = list(wanted) if wanted else [None]
+    for name in names:
+        binary = hostinfo.find_qemu(name)
+        if binary is None and name is not None:
+            raise SetupError(f"QEMU binary {name!r} not found")
+        if binary is not None and binary not in binaries:
+            binaries.append(binary)
     ctx = HostContext(
         kvm_backend=hostinfo.kvm_backend(),
         kvm_usable=hostinfo.kvm_usable(),
         kernel_release=hostinfo.kernel_release(),
-        qemu_binary=binary,
-        qemu_version=hostinfo.qemu_version(binary) if binary else None,
+        qemu_binaries=binaries,
+        qemu_versions={b: hostinfo.qemu_version(b) for b in binaries},
     )
     if probe:
-        try:
-            from qmpgmem.host import probe_host
+        from qmpgmem.host import probe_host
 
-            ctx.facts = await probe_host([binary] if binary else [])
-        except ImportError:
-            ctx.facts = None
+        ctx.facts = await probe_host(binaries)
     _CONTEXTS[key] = ctx
     return ctx
 
@@ -50,6 +60,7 @@ def host_info(ctx: HostContext, engine: str) -> HostInfo:
         kvm_backend=ctx.kvm_backend or "none",
         qemu_binary=ctx.qemu_binary,
         qemu_version=ctx.qemu_version,
+        qemu_others={b: ctx.qemu_versions.get(b) for b in ctx.qemu_binaries[1:]},
         engine=engine,
     )
 

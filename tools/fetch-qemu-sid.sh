@@ -13,6 +13,7 @@
 set -euo pipefail
 
 prefix=${1:-${QMPGMEM_QEMU_SID:-${XDG_CACHE_HOME:-$HOME/.cache}/qmpgmem/qemu-sid}}
+prefix=$(realpath -m "$prefix")  # apt resolves relative Dir:: options against /etc/apt
 wrapper=$prefix/qemu-system-x86_64
 src=/etc/apt/sources.list.d/debian.sources
 

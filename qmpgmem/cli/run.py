@@ -55,7 +55,7 @@ def summary_table(report: RunReport) -> Table:
 
 
 async def _run(
-    scenarios: list[LoadedScenario], options: RunOptions, qemu: str | None, console: Console
+    scenarios: list[LoadedScenario], options: RunOptions, qemu: tuple[str, ...], console: Console
 ) -> RunReport:
     from qmpgmem.session import host_context, run_scenarios
 
@@ -63,10 +63,10 @@ async def _run(
     total = len(scenarios)
     width = len(str(total))
     count = 0
+    qemus = ", ".join(f"{v or '?'} ({b})" for b, v in ctx.qemu_versions.items()) or "absent"
     console.print(
         f"[bold]qmpgmem[/] {total} scenario(s) on engine {options.engine}; "
-        f"kernel {ctx.kernel_release}, KVM backend {ctx.kvm_backend or 'none'}, "
-        f"QEMU {ctx.qemu_version or 'absent'}"
+        f"kernel {ctx.kernel_release}, KVM backend {ctx.kvm_backend or 'none'}, QEMU {qemus}"
     )
 
     def on_result(r: ScenarioResult) -> None:
@@ -104,7 +104,14 @@ async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
     show_default=True,
     help="qemu: QEMU over QMP; kvm: a minimal VMM on /dev/kvm with real guest_memfd.",
 )
-@click.option("--qemu", "qemu", metavar="BIN", help="QEMU binary (default: qemu-system-x86_64).")
+@click.option(
+    "--qemu",
+    "qemu",
+    metavar="BIN",
+    multiple=True,
+    help="QEMU binary (default: qemu-system-x86_64). Repeat to offer several: each "
+    "scenario runs with the first that meets its requirements.",
+)
 @click.option(
     "--accel",
     type=click.Choice(["kvm", "tcg", "auto"]),
@@ -136,7 +143,7 @@ async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
 def run(
     paths: tuple[Path, ...],
     engine: str,
-    qemu: str | None,
+    qemu: tuple[str, ...],
     accel: str | None,
     keyword: str | None,
     json_path: Path | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qmpgmem.engines.base import Engine
+from qmpgmem.engines.qemu.argv import GuestMemfdPlan
 from qmpgmem.errors import SetupError, UnsupportedStep
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def build_engine(run: ScenarioRun) -> Engine:
     from qmpgmem.engines.qemu.engine import QemuEngine
     from qmpgmem.guest.image import guest_image
 
-    binary = run.host.qemu_binary
+    binary = run.qemu_binary
     if binary is None:
         raise SetupError("no QEMU binary: install qemu-system-x86 (make setup) or pass --qemu")
     kind = boot_kind(vm)
@@ -53,18 +54,11 @@ def build_engine(run: ScenarioRun) -> Engine:
     )
 
 
-def _gmem_plan(run: ScenarioRun):  # type: ignore[no-untyped-def]
-    """The guest_memfd flavour for this binary and host, or a skip naming why there is none."""
-    from qmpgmem.engines.qemu.argv import GuestMemfdPlan
-    from qmpgmem.engines.qemu.flavours import plan_flavour
-
-    facts = run.host.facts
-    if facts is None or not facts.qemu:
+def _gmem_plan(run: ScenarioRun) -> GuestMemfdPlan:
+    """The argv part of the flavour the runner chose (``ScenarioRun.plan_guest_memfd``)."""
+    plan = run.gmem_plan
+    if plan is None:
         raise UnsupportedStep("guest_memfd memory needs the host probe (no QEMU facts)")
-    flavours = {r.flavour or "auto" for r in run.sc.vm.memory if r.backend == "guest_memfd"}
-    if len(flavours) > 1:
-        raise UnsupportedStep(f"one VM cannot mix guest_memfd flavours {sorted(flavours)}")
-    plan = plan_flavour(flavours.pop(), facts.qemu[0], facts.kvm)
     if plan.skip_reason:
         raise UnsupportedStep(plan.skip_reason)
     return GuestMemfdPlan(
@@ -73,4 +67,5 @@ def _gmem_plan(run: ScenarioRun):  # type: ignore[no-untyped-def]
         machine_opts=dict(plan.machine_opts),
         objects=tuple(plan.objects),
         bios=plan.bios,
+        cpu=plan.cpu,
     )

@@ -42,6 +42,7 @@ class HostInfo(BaseModel):
     kvm_backend: str = ""
     qemu_binary: str | None = None
     qemu_version: str | None = None
+    qemu_others: dict[str, str | None] = Field(default_factory=dict)  # more --qemu binaries
     engine: str = ""
 
 
@@ -53,6 +54,7 @@ class ScenarioResult(BaseModel):
     duration_s: float = 0.0
     engine: str = ""
     accel: str | None = None
+    qemu: str | None = None  # the binary this scenario ran with
     steps: list[StepResult] = Field(default_factory=list)
     artifacts: str | None = None  # directory kept for a failed run
     reproduce: str | None = None  # one command line that reproduces the run

@@ -211,6 +211,11 @@ class KvmEngine(Engine):
             assert self.channel is not None
             async with asyncio.timeout(self._boot_timeout):
                 self.hello = await self.channel.wait_hello()
+        except VMExitedError as exc:
+            await self.stop()
+            raise VMLaunchError(
+                f"the micro guest stopped before HELLO: {exc}", output=exc.output
+            ) from exc
         except TimeoutError:
             await self.stop()
             raise VMLaunchError(
@@ -251,10 +256,10 @@ class KvmEngine(Engine):
         )
         memory = self._memory = GuestMemory(vm)
         self._stack.callback(memory.close)
-        memory.add_sys()
+        memory.add_sys(rom_alias=True)
         for placed_region in self.layout.regions:
             memory.add_region(self.spec.region(placed_region.id), placed_region.gpa)
-        memory.add_rom(rom)
+        memory.add_rom(rom, alias=True)
         for placed in memory.regions:
             self._event(
                 f"region {placed.region.id} {placed.region.backend} at GPA {placed.gpa:#x} "

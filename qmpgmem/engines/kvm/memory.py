@@ -2,7 +2,9 @@
 
 Layout (docs/guest-protocol.md): the micro guest owns GPA ``[0, SYS_SIZE)``; the scenario's
 regions follow from ``SYS_SIZE`` in the order the scenario lists them, back to back; the
-64 KiB ROM sits read-only just below 4 GiB, where the reset vector expects it.
+64 KiB ROM sits read-only just below 4 GiB, where the reset vector expects it. As on QEMU's
+microvm with ``-bios``, the ROM also shows read-only at ``0xF0000`` (the "isa-bios" alias of a
+64 KiB image), over the sys area's RAM, so real-mode code may run from segment 0xF000.
 
 Each region becomes one memslot. A ``guest_memfd`` region gets its own guest_memfd file:
 
@@ -33,6 +35,7 @@ from qmpgmem.scenario.model import Region
 
 ROM_SIZE: Final = 64 << 10
 ROM_GPA: Final = (4 << 30) - ROM_SIZE
+ISA_BIOS_GPA: Final = 0x100000 - ROM_SIZE  # QEMU's isa-bios alias of a 64 KiB ROM
 GMEM_FLAG_BITS: Final = {
     "mmap": abi.GUEST_MEMFD_FLAG_MMAP,
     "init_shared": abi.GUEST_MEMFD_FLAG_INIT_SHARED,
@@ -96,19 +99,29 @@ class GuestMemory:
         else:
             self._vm.set_user_memory_region(slot, gpa, size, addr, flags)
 
-    def add_sys(self, size: int = SYS_SIZE) -> Mapping:
-        """Anonymous RAM for the guest's own use at GPA 0."""
+    def add_sys(self, size: int = SYS_SIZE, rom_alias: bool = False) -> Mapping:
+        """Anonymous RAM for the guest's own use at GPA 0 (with a hole for the ROM alias)."""
         self.sys = self._stack.enter_context(Mapping.anonymous(size))
-        self._set_slot(self._slot(), 0, size, self.sys.addr)
+        if rom_alias and size > ISA_BIOS_GPA + ROM_SIZE:
+            self._set_slot(self._slot(), 0, ISA_BIOS_GPA, self.sys.addr)
+            top = ISA_BIOS_GPA + ROM_SIZE
+            self._set_slot(self._slot(), top, size - top, self.sys.addr + top)
+        else:
+            self._set_slot(self._slot(), 0, size, self.sys.addr)
         return self.sys
 
-    def add_rom(self, image: bytes) -> Mapping:
-        """The ROM image, read-only, ending at 4 GiB (the reset vector is its last 16 bytes)."""
+    def add_rom(self, image: bytes, alias: bool = False) -> Mapping:
+        """The ROM image, read-only, ending at 4 GiB (the reset vector is its last 16 bytes);
+        with ``alias`` also at 0xF0000 (``add_sys(rom_alias=True)`` leaves the hole for it)."""
         if len(image) != ROM_SIZE:
             raise ValueError(f"the ROM must be {ROM_SIZE} bytes, got {len(image)}")
         self.rom = self._stack.enter_context(Mapping.anonymous(ROM_SIZE, shared=False))
         self.rom.write(0, image)
         self._set_slot(self._slot(), ROM_GPA, ROM_SIZE, self.rom.addr, abi.KVM_MEM_READONLY)
+        if alias:
+            self._set_slot(
+                self._slot(), ISA_BIOS_GPA, ROM_SIZE, self.rom.addr, abi.KVM_MEM_READONLY
+            )
         return self.rom
 
     def add_regions(self, regions: list[Region], base: int = SYS_SIZE) -> None:

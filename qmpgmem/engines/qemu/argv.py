@@ -28,6 +28,7 @@ class GuestMemfdPlan:
     machine_opts: dict[str, str] = field(default_factory=dict)
     objects: tuple[str, ...] = ()
     bios: str | None = None
+    cpu: str | None = None  # e.g. TDX needs a CPU model with the TDX features
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ def build_argv(
     ]  # fmt: skip
     if gmem and uses_gmem and gmem.bios:
         argv += ["-bios", gmem.bios]
+    if gmem and uses_gmem and gmem.cpu:
+        argv += ["-cpu", gmem.cpu]
     if vm.guest.kernel is not None:
         argv += ["-kernel", vm.guest.kernel]
         if vm.guest.initrd:

@@ -6,6 +6,7 @@ It stays in real mode (tiny, so its slowness under emulation does not matter), s
 line in the guest protocol's form, then answers ``PING`` with ``OK PONG``, exits through
 isa-debug-exit on ``EXIT`` (value 5), executes HLT on ``HALT``, spins without any exit on
 ``SPIN`` (to test stopping a vCPU that never leaves KVM_RUN) and answers ``ERR`` otherwise.
+Its reset vector far-jumps to segment 0xF000, so it runs from the ROM's alias below 1 MiB.
 Built with the system assembler into a temporary directory; never shipped.
 """
 
@@ -108,7 +109,7 @@ pong:  .asciz "OK PONG\n"
 err:   .asciz "ERR unknown request\n"
 
     .org 0xfff0
-    jmp _start
+    ljmp $0xf000, $_start   # run from the isa-bios alias at 0xF0000, as firmware does
     .org 0x10000
 """
 

@@ -219,3 +219,13 @@ async def test_no_hello_is_a_launch_error(tmp_path: Path) -> None:
         async with e:
             pass
     assert e._runner is not None and not e._runner.running
+
+
+async def test_guest_dying_before_hello_is_a_launch_error(tmp_path: Path) -> None:
+    rom = bytearray(64 << 10)
+    rom[0xFFF0:0xFFF3] = b"\xb0\x07\xe6"  # mov $7,%al; out %al,$0xf4 (isa-debug-exit)
+    rom[0xFFF3] = 0xF4
+    e = KvmEngine(spec(), run_dir=tmp_path, boot_timeout=5, step_timeout=1, rom=bytes(rom))
+    with pytest.raises(VMLaunchError, match="stopped before HELLO.*isa-debug-exit"):
+        await e.start()
+    await e.stop()
