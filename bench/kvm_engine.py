@@ -25,9 +25,7 @@ from qmpgmem.guest import protocol
 from qmpgmem.scenario.model import VmSpec
 
 MiB = 1 << 20
-SPEC = VmSpec.model_validate(
-    {"memory": [{"id": "g0", "size": "64M", "backend": "guest_memfd"}]}
-)
+SPEC = VmSpec.model_validate({"memory": [{"id": "g0", "size": "64M", "backend": "guest_memfd"}]})
 
 
 def make(rom: bytes | None, run_dir: Path) -> KvmEngine:

@@ -10,6 +10,7 @@ when the run did not pass.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import os
 import shlex
 import shutil
@@ -196,6 +197,11 @@ class ScenarioRun:
         """The skip reason when the scenario cannot run here, before anything starts."""
         if (self.options.engine == "kvm" or self.accel == "kvm") and not self.host.kvm_usable:
             return "needs kvm; /dev/kvm is missing or not accessible"
+        if self.options.engine == "qemu" and self.sc.vm.vm_type != "default":
+            return (
+                f"vm_type {self.sc.vm.vm_type} is for the kvm engine; with QEMU the VM type "
+                "follows from the guest_memfd flavour (sev-snp, tdx)"
+            )
         why = self._unmet(self.qemu_binary)
         if why:
             return why
@@ -203,6 +209,32 @@ class ScenarioRun:
             why = step_skip_reason(step, self.options.engine, self.accel, self.host)
             if why:
                 return f"step {i + 1}: {why}"
+        return None
+
+    def qmp_schema_problem(self) -> str | None:
+        """A qmp or wait_event step naming what the chosen QEMU's query-qmp-schema lacks.
+
+        Checked before the VM starts, so a misspelt command fails at once, not half-way.
+        """
+        if self.options.engine != "qemu" or self.host.facts is None or not self.qemu_binary:
+            return None
+        qemu = self.host.facts.qemu_for(self.qemu_binary)
+        if qemu is None or not qemu.qmp_commands:
+            return None
+        for i, step in enumerate(self.sc.steps):
+            if isinstance(step, QmpCommand):
+                name, known, kind = step.command, qemu.qmp_commands, "command"
+            elif isinstance(step, WaitEvent) and qemu.qmp_events:
+                name, known, kind = step.event, qemu.qmp_events, "event"
+            else:
+                continue
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                return (
+                    f"step {i + 1}: QEMU {qemu.version_str} ({qemu.binary}) has no QMP {kind} "
+                    f"{name!r} in its query-qmp-schema{hint}"
+                )
         return None
 
     async def plan_guest_memfd(self) -> str | None:
@@ -234,6 +266,9 @@ class ScenarioRun:
         skip = await self.plan_guest_memfd() or self.preflight()
         if skip:
             return self._result(Status.SKIPPED, skip, t0)
+        invalid = self.qmp_schema_problem()
+        if invalid:
+            return self._result(Status.ERROR, invalid, t0)
         try:
             engine: Engine = self.engine_factory(self)
         except UnsupportedStep as exc:

@@ -266,9 +266,14 @@ class Region(StrictModel):
 
 
 class GuestSpec(StrictModel):
-    """What the VM boots: the built-in micro guest, or a kernel of the user's."""
+    """What the VM boots: the built-in micro guest, a kernel of the user's, or nothing.
 
-    image: Literal["microguest"] | None = "microguest"
+    ``image: none`` keeps the VM paused before its first instruction: only QMP and host
+    steps then, e.g. to check how QEMU set up a confidential VM's memory on a host whose
+    guest could not boot the micro guest.
+    """
+
+    image: Literal["microguest", "none"] | None = "microguest"
     boot: Literal["auto", "rom", "pvh"] = "auto"
     kernel: str | None = None
     initrd: str | None = None
@@ -786,7 +791,17 @@ class Scenario(StrictModel):
     def _check_ranges(self) -> Scenario:
         errors: list[InitErrorDetails] = []
         regions = {region.id: region for region in self.vm.memory}
+        no_guest = self.vm.guest.image == "none"
         for index, step in enumerate(self.steps):
+            if no_guest and isinstance(step, GuestWrite | GuestVerify | GuestConvert | VmReset):
+                errors.append(
+                    _detail(
+                        ("steps", index, "action"),
+                        ErrorType.INCONSISTENT,
+                        f"{step.action} needs a guest; vm.guest.image is none",
+                        step.action,
+                    )
+                )
             if not isinstance(step, _RangeStep):
                 continue
             rng = step.range

@@ -41,6 +41,8 @@ def boot_kind(vm: VmSpec) -> str:
     """The micro guest's boot path: the flat ROM on microvm, PVH through firmware elsewhere."""
     if vm.guest.kernel is not None:
         return "kernel"
+    if vm.guest.image == "none":
+        return "none"
     if vm.guest.boot != "auto":
         return vm.guest.boot
     return "rom" if vm.machine == "microvm" else "pvh"
@@ -83,6 +85,7 @@ def build_argv(
     serial_fd: int,
     gmem: GuestMemfdPlan | None = None,
     name: str = "qmpgmem",
+    trace_events: list[str] | tuple[str, ...] = (),
 ) -> list[str]:
     """Everything QEMU needs, in a stable order; no shell is ever involved."""
     uses_gmem = any(r.backend == "guest_memfd" for r in vm.memory)
@@ -113,6 +116,9 @@ def build_argv(
         "-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=4",
         "-D", str(run_dir / "qemu-trace.log"),
     ]  # fmt: skip
+    # On the command line, not over QMP: memory slots are set up before QMP exists.
+    for event in trace_events:
+        argv += ["-trace", f"enable={event}"]
     if gmem and uses_gmem and gmem.bios:
         argv += ["-bios", gmem.bios]
     if gmem and uses_gmem and gmem.cpu:

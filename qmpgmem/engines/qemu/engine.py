@@ -1,6 +1,6 @@
 """QemuEngine: one QEMU process, its QMP monitor and the guest channel, as engine primitives.
 
-Flow: build argv -> launch paused (-S) -> QMP connect -> trace events on -> ``cont`` ->
+Flow: build argv (trace events on via -trace) -> launch paused (-S) -> QMP connect -> ``cont`` ->
 wait for the guest's HELLO. Every QMP exchange and event goes to the transcript
 (``qmp.jsonl`` in the run directory). Every primitive races the QEMU process: if QEMU exits
 meanwhile the primitive raises :class:`VMExitedError` with QEMU's last words.
@@ -144,14 +144,16 @@ class QemuEngine(Engine):
             serial_fd=self.process.serial_fd,
             gmem=self.gmem_plan,
             name=self.label,
+            trace_events=self.trace_events,
         )
         t0 = time.monotonic()
         await self.process.launch(argv)
         _LIVE.add(self.process)
         try:
             await self._guard(self._connect(), "connecting to QMP")
-            for event in self.trace_events:
-                await self.qmp("trace-event-set-state", {"name": event, "enable": True})
+            if boot_kind(self.vm) == "none":  # no guest: stay paused before the first insn
+                self.ready_after = time.monotonic() - t0
+                return
             await self._execute("cont")
             assert self.channel is not None
             await self._guard(

@@ -226,6 +226,43 @@ async def test_guest_dying_before_hello_is_a_launch_error(tmp_path: Path) -> Non
     rom[0xFFF0:0xFFF3] = b"\xb0\x07\xe6"  # mov $7,%al; out %al,$0xf4 (isa-debug-exit)
     rom[0xFFF3] = 0xF4
     e = KvmEngine(spec(), run_dir=tmp_path, boot_timeout=5, step_timeout=1, rom=bytes(rom))
-    with pytest.raises(VMLaunchError, match="stopped before HELLO.*isa-debug-exit"):
+    with pytest.raises(VMLaunchError, match=r"stopped before HELLO.*isa-debug-exit"):
         await e.start()
     await e.stop()
+
+
+async def test_map_gpa_range_answers(tmp_path: Path, minirom: bytes) -> None:
+    """The VMM's answers besides the default-VM refusal, with the real kernel behind them.
+
+    This host's VMs have no private memory, so the handler is told the VM has it: the
+    range checks answer first, and KVM_SET_MEMORY_ATTRIBUTES then refuses, which the guest
+    must get as -errno.
+    """
+    from qmpgmem.engines.kvm import abi
+
+    e = engine(tmp_path, minirom)
+    async with e:
+        e._private_mem = True
+        enc = abi.KVM_MAP_GPA_RANGE_ENCRYPTED
+        assert e._map_gpa_range(0, 1, enc) == -22  # the sys area is no guest_memfd region
+        assert e._map_gpa_range(8 * MIB, 1, enc) == -22  # a memfd region
+        assert e._map_gpa_range(4 * MIB, 0, enc) == -22  # empty
+        assert e._map_gpa_range(4 * MIB, 2048, enc) == -22  # runs past the region's end
+        ret = e._map_gpa_range(4 * MIB, 1, enc)
+        assert ret in (-22, -25)  # EINVAL, or ENOTTY without memory attributes
+
+
+async def test_discarding_the_other_side(tmp_path: Path, minirom: bytes) -> None:
+    e = engine(tmp_path, minirom)
+    async with e:
+        assert e._memory is not None
+        split = e._memory.region("split")
+        assert not split.in_place and split.gmem is not None
+        split.mapping.write(0, b"\x77" * 8192)
+        e._discard_other_side(split, 0, 4096, private=True)  # shared pages freed
+        assert split.mapping.read(0, 8192) == bytes(4096) + b"\x77" * 4096
+        e._discard_other_side(split, 0, 4096, private=False)  # punches the guest_memfd
+        gm = e._memory.region("gm")
+        gm.mapping.write(0, b"\x55" * 4096)
+        e._discard_other_side(gm, 0, 4096, private=False)  # in place: nothing to discard
+        assert gm.mapping.read(0, 4096) == b"\x55" * 4096
