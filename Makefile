@@ -29,7 +29,7 @@ image: $(STAMP)
 	$(BIN)/qmpgmem image build
 
 run: setup
-	$(BIN)/qmpgmem run scenarios/ $(SID_QEMU_ARG)
+	$(BIN)/qmpgmem run scenarios/ --engine qemu --engine kvm $(SID_QEMU_ARG)
 
 test: setup
 	QMPGMEM_EXTRA_QEMU=$$(test -x $(SID_QEMU) && realpath $(SID_QEMU)) \

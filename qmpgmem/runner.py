@@ -94,7 +94,7 @@ def resolve_accel(wanted: str, host: HostContext) -> str:
 
 # -- which steps an engine can run on this host ---------------------------------------------------
 
-_QEMU_ONLY = (QmpCommand, WaitEvent, VmStop, VmCont, VmReset)
+_QEMU_ONLY = (QmpCommand, WaitEvent)
 _KVM_ONLY = (HostWrite, GmemPunchHole, GmemAllocate)
 
 
@@ -193,15 +193,32 @@ class ScenarioRun:
                 return binary
         return self.host.qemu_binary
 
-    def preflight(self) -> str | None:
-        """The skip reason when the scenario cannot run here, before anything starts."""
-        if (self.options.engine == "kvm" or self.accel == "kvm") and not self.host.kvm_usable:
-            return "needs kvm; /dev/kvm is missing or not accessible"
-        if self.options.engine == "qemu" and self.sc.vm.vm_type != "default":
+    def engine_limits(self) -> str | None:
+        """Why this engine cannot run the scenario at all, whatever the host has."""
+        engine = self.options.engine
+        if engine == "qemu" and self.sc.vm.vm_type != "default":
             return (
                 f"vm_type {self.sc.vm.vm_type} is for the kvm engine; with QEMU the VM type "
                 "follows from the guest_memfd flavour (sev-snp, tdx)"
             )
+        if engine == "kvm" and self.sc.vm.machine != "microvm":
+            return (
+                f"machine {self.sc.vm.machine} needs the qemu engine; the kvm engine has no "
+                "firmware or chipset and boots the micro guest ROM as on microvm"
+            )
+        if engine != "qemu" and self.sc.expect_trace:
+            return "expect_trace reads QEMU trace events; the kvm engine has no QEMU"
+        for i, step in enumerate(self.sc.steps):
+            if isinstance(step, _QEMU_ONLY + _KVM_ONLY):
+                why = step_skip_reason(step, engine, self.accel, self.host)
+                if why:
+                    return f"step {i + 1}: {why}"
+        return None
+
+    def preflight(self) -> str | None:
+        """The skip reason when the host cannot run the scenario, before anything starts."""
+        if (self.options.engine == "kvm" or self.accel == "kvm") and not self.host.kvm_usable:
+            return "needs kvm; /dev/kvm is missing or not accessible"
         why = self._unmet(self.qemu_binary)
         if why:
             return why
@@ -263,7 +280,7 @@ class ScenarioRun:
 
     async def run(self) -> ScenarioResult:
         t0 = time.monotonic()
-        skip = await self.plan_guest_memfd() or self.preflight()
+        skip = self.engine_limits() or await self.plan_guest_memfd() or self.preflight()
         if skip:
             return self._result(Status.SKIPPED, skip, t0)
         invalid = self.qmp_schema_problem()

@@ -68,18 +68,20 @@ def host_info(ctx: HostContext, engine: str) -> HostInfo:
 async def run_scenarios(
     scenarios: Sequence[LoadedScenario],
     ctx: HostContext,
-    options: RunOptions,
+    options: RunOptions | Sequence[RunOptions],
     on_start: Callable[[LoadedScenario], None] | None = None,
     on_result: Callable[[ScenarioResult], None] | None = None,
 ) -> RunReport:
+    """Every scenario with each engine's options, in order; one report."""
+    runs = [options] if isinstance(options, RunOptions) else list(options)
     results: list[ScenarioResult] = []
-    for loaded in scenarios:
-        if on_start:
-            on_start(loaded)
-        result = await ScenarioRun(loaded, ctx, options, build_engine).run()
-        results.append(result)
-        if on_result:
-            on_result(result)
-    return RunReport(
-        summary=Summary.of(results), results=results, host=host_info(ctx, options.engine)
-    )
+    for opts in runs:
+        for loaded in scenarios:
+            if on_start:
+                on_start(loaded)
+            result = await ScenarioRun(loaded, ctx, opts, build_engine).run()
+            results.append(result)
+            if on_result:
+                on_result(result)
+    engines = ",".join(o.engine for o in runs)
+    return RunReport(summary=Summary.of(results), results=results, host=host_info(ctx, engines))

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from qmpgmem.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli
@@ -40,32 +41,39 @@ def _select(loaded: list[LoadedScenario], keyword: str | None) -> list[LoadedSce
 
 def summary_table(report: RunReport) -> Table:
     table = Table(title="qmpgmem run", show_lines=False)
-    table.add_column("scenario")
+    table.add_column("scenario", no_wrap=True)
+    table.add_column("engine")
     table.add_column("status")
     table.add_column("time", justify="right")
-    table.add_column("reason", overflow="fold")
+    table.add_column("reason (full text above)", no_wrap=True, max_width=60)
     for r in report.results:
+        reason = r.reason if len(r.reason) <= 60 else r.reason[:59] + "…"
         table.add_row(
-            r.scenario,
+            escape(r.scenario),
+            r.engine,
             f"[{STYLE[r.status]}]{r.status}[/]",
             f"{r.duration_s:.2f}s",
-            r.reason,
+            escape(reason),
         )
     return table
 
 
 async def _run(
-    scenarios: list[LoadedScenario], options: RunOptions, qemu: tuple[str, ...], console: Console
+    scenarios: list[LoadedScenario],
+    options: list[RunOptions],
+    qemu: tuple[str, ...],
+    console: Console,
 ) -> RunReport:
     from qmpgmem.session import host_context, run_scenarios
 
     ctx = await host_context(qemu)
-    total = len(scenarios)
+    total = len(scenarios) * len(options)
     width = len(str(total))
     count = 0
     qemus = ", ".join(f"{v or '?'} ({b})" for b, v in ctx.qemu_versions.items()) or "absent"
     console.print(
-        f"[bold]qmpgmem[/] {total} scenario(s) on engine {options.engine}; "
+        f"[bold]qmpgmem[/] {len(scenarios)} scenario(s) on engine "
+        f"{' and '.join(o.engine for o in options)}; "
         f"kernel {ctx.kernel_release}, KVM backend {ctx.kvm_backend or 'none'}, QEMU {qemus}"
     )
 
@@ -73,13 +81,13 @@ async def _run(
         nonlocal count
         count += 1
         line = f"[{count:>{width}}/{total}] [{STYLE[r.status]}]{r.status.value.upper():7}[/] "
-        line += f"{r.scenario} ({r.duration_s:.2f}s)"
+        line += escape(f"{r.scenario} [{r.engine}] ({r.duration_s:.2f}s)")
         if r.status is not Status.PASSED:
-            line += f" — {r.reason}"
+            line += f" — {escape(r.reason)}"
         console.print(line, highlight=False)
         if r.artifacts:
-            console.print(f"      artifacts: {r.artifacts}", highlight=False)
-            console.print(f"      reproduce: {r.reproduce}", highlight=False)
+            console.print(escape(f"      artifacts: {r.artifacts}"), highlight=False)
+            console.print(escape(f"      reproduce: {r.reproduce}"), highlight=False)
 
     return await run_scenarios(scenarios, ctx, options, on_result=on_result)
 
@@ -99,10 +107,11 @@ async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--engine",
+    "engines",
     type=click.Choice(["qemu", "kvm"]),
-    default="qemu",
-    show_default=True,
-    help="qemu: QEMU over QMP; kvm: a minimal VMM on /dev/kvm with real guest_memfd.",
+    multiple=True,
+    help="qemu (default): QEMU over QMP; kvm: a minimal VMM on /dev/kvm with real "
+    "guest_memfd. Repeat to run every scenario on each engine.",
 )
 @click.option(
     "--qemu",
@@ -142,7 +151,7 @@ async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
 @click.option("--keep-run-dirs", is_flag=True, help="Keep the files of passing runs too.")
 def run(
     paths: tuple[Path, ...],
-    engine: str,
+    engines: tuple[str, ...],
     qemu: tuple[str, ...],
     accel: str | None,
     keyword: str | None,
@@ -174,10 +183,11 @@ def run(
             f"no scenario matches {keyword!r}" if keyword else "no scenarios found", err=True
         )
         raise click.exceptions.Exit(EXIT_USAGE)
-    options = RunOptions(
-        engine=engine, accel=accel, artifacts_dir=artifacts, keep_run_dirs=keep_run_dirs
-    )
-    console = Console(highlight=False, soft_wrap=True)
+    options = [
+        RunOptions(engine=e, accel=accel, artifacts_dir=artifacts, keep_run_dirs=keep_run_dirs)
+        for e in (engines or ("qemu",))
+    ]
+    console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     try:
         report = asyncio.run(_cancellable(_run(selected, options, qemu, console)))
     except (KeyboardInterrupt, asyncio.CancelledError):

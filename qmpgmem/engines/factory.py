@@ -38,7 +38,11 @@ def build_engine(run: ScenarioRun) -> Engine:
     if binary is None:
         raise SetupError("no QEMU binary: install qemu-system-x86 (make setup) or pass --qemu")
     kind = boot_kind(vm)
-    image = guest_image(kind) if kind in ("rom", "pvh") else None
+    image = None
+    if kind == "rom":
+        image = guest_image("rom")
+    elif kind == "pvh":
+        image = guest_image("pvh")
     gmem_plan = None
     if any(r.backend == "guest_memfd" for r in vm.memory):
         gmem_plan = _gmem_plan(run)

@@ -25,8 +25,10 @@ import enum
 import errno
 import os
 import signal
+import struct
 import subprocess
 import sys as _sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -54,6 +56,17 @@ PVM_EMULATED_ACCESS: Final = (
     "of the guest_memfd (natively run CPL3 code is served from the file, see "
     "guest.gmem_only_slot); with userspace_addr 0, as the upstream selftest uses, the access "
     "becomes KVM_EXIT_MMIO"
+)
+
+
+#: Measured on kvm_pvm (memslot.readonly_descriptor): the implicit accessed-bit write.
+PVM_READONLY_DESCRIPTOR: Final = (
+    "KVM_RUN never returns when the instruction kvm_pvm emulates (a far jump loading CS) has "
+    "to set the accessed bit of a descriptor in read-only memory; the vCPU retries it forever "
+    "(an explicit store to the same slot does exit with KVM_EXIT_MMIO, see "
+    "memslot.readonly_store). This is why a ROM whose GDT sits in a read-only ROM hangs "
+    "after setting CR0.PE on pc/q35, and why the direct engine maps its ROM as RAM, as "
+    "microvm does"
 )
 
 
@@ -899,6 +912,124 @@ def _guest_closed(env: Env) -> None:
         finally:
             g.close()
             guest.close()
+
+
+# -- read-only memslots (the ROM's kind of memory) --------------------------------------------
+
+
+#: Real-mode code at GPA 0: lgdt from a GDT in a read-only slot at 0x10000, CR0.PE, far jump
+#: to 32-bit code (loading CS sets the descriptor's accessed bit: a write to the read-only
+#: slot), which writes port 0x10 and spins.
+CODE_PE_SWITCH: Final = bytes.fromhex(
+    "660f01160001"  # lgdtl 0x100
+    "0f20c0 6683c801 0f22c0"  # mov %cr0,%eax; or $1,%eax; mov %eax,%cr0
+    "66ea000200000800"  # ljmpl $0x08,$0x200
+)
+GDT_DESC_AT: Final = 0x100
+TARGET32_AT: Final = 0x200
+CODE32_OUT: Final = bytes.fromhex("e610 ebfe")  # out %al,$0x10; jmp .
+RO_GPA: Final = 0x10000
+#: null, flat 32-bit code with the accessed bit clear (0x9a), flat data (0x92)
+RO_GDT: Final = (0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF)
+#: 64-bit CPL3: movb $1,0x200000 (the read-only slot); out %al,$0x10; jmp .
+CODE_CPL3_STORE: Final = bytes.fromhex("c60425000020 0001 e610 ebfe")
+
+
+def _run_with_deadline(vcpu: Vcpu, seconds: float) -> int | None:
+    """KVM_RUN once, kicked out after ``seconds``: the exit reason, or None if it hung."""
+    from qmpgmem.engines.kvm.vcpu_thread import KICK_SIGNAL, install_kick_signal
+
+    if not install_kick_signal():
+        raise Skip("a hung KVM_RUN can only be interrupted from the main thread's signal setup")
+    me = threading.get_ident()
+    done = threading.Event()
+
+    def kick() -> None:
+        if not done.is_set():
+            vcpu.kvm_run.immediate_exit = 1
+            signal.pthread_kill(me, KICK_SIGNAL)
+
+    timer = threading.Timer(seconds, kick)
+    timer.start()
+    try:
+        return vcpu.run()
+    except InterruptedError:
+        return None
+    finally:
+        done.set()
+        timer.cancel()
+        vcpu.kvm_run.immediate_exit = 0
+
+
+@check(
+    "memslot.readonly_store",
+    "a guest store into a KVM_MEM_READONLY memslot is posted to userspace as KVM_EXIT_MMIO "
+    "(a write at that GPA) and leaves the memory unchanged (64-bit CPL3 store)",
+    f"{API}: KVM_SET_USER_MEMORY_REGION (KVM_MEM_READONLY)",
+)
+def _readonly_store(env: Env) -> None:
+    with env.vm() as vm, Mapping.anonymous(1 << 20) as ram, Mapping.anonymous(env.page) as ro:
+        longmode.write_tables(ram)
+        ram.write(longmode.FREE_GPA, CODE_CPL3_STORE)
+        vm.set_user_memory_region(0, 0, ram.size, ram.addr)
+        vm.set_user_memory_region(1, 0x200000, ro.size, ro.addr, abi.KVM_MEM_READONLY)
+        vcpu = vm.create_vcpu(0)
+        longmode.enter_user_long_mode(vcpu, longmode.FREE_GPA, 0x80000)
+        reason = _run_with_deadline(vcpu, 1.0)
+        if reason is None:
+            raise Mismatch("KVM_RUN did not return within 1 s")
+        run = vcpu.kvm_run
+        if reason != abi.Exit.MMIO or not run.mmio.is_write or run.mmio.phys_addr != 0x200000:
+            raise Mismatch(f"the store gave {_exit_name(reason)}, not an MMIO write at 0x200000")
+        if ro.read(0, 1) != b"\x00":
+            raise Mismatch("the read-only memory changed")
+
+
+@check(
+    "memslot.readonly_descriptor",
+    "loading a segment from a GDT in a KVM_MEM_READONLY memslot, which sets the "
+    "descriptor's accessed bit, is posted to userspace as a KVM_EXIT_MMIO write inside the "
+    "GDT; the guest then goes on (real mode → protected mode far jump)",
+    f"{API}: KVM_SET_USER_MEMORY_REGION (KVM_MEM_READONLY: writes are posted to userspace "
+    "as KVM_EXIT_MMIO exits)",
+    deviations={"kvm_pvm": PVM_READONLY_DESCRIPTOR},
+)
+def _readonly_descriptor(env: Env) -> None:
+    with env.vm() as vm, Mapping.anonymous(0x10000) as ram, Mapping.anonymous(env.page) as ro:
+        ram.write(0, CODE_PE_SWITCH)
+        ram.write(GDT_DESC_AT, struct.pack("<HI", 8 * len(RO_GDT) - 1, RO_GPA))
+        ram.write(TARGET32_AT, CODE32_OUT)
+        ro.write(0, struct.pack(f"<{len(RO_GDT)}Q", *RO_GDT))
+        vm.set_user_memory_region(0, 0, ram.size, ram.addr)
+        vm.set_user_memory_region(1, RO_GPA, ro.size, ro.addr, abi.KVM_MEM_READONLY)
+        vcpu = vm.create_vcpu(0)
+        sregs = vcpu.get_sregs()
+        sregs.cs.base, sregs.cs.selector = 0, 0
+        vcpu.set_sregs(sregs)
+        vcpu.set_regs(abi.kvm_regs(rip=0, rflags=2))
+        saw_mmio = False
+        for _ in range(16):
+            reason = _run_with_deadline(vcpu, 1.0)
+            if reason is None:
+                raise Mismatch(
+                    "KVM_RUN did not return within 1 s"
+                    + (" after the MMIO exit" if saw_mmio else " (no exit at all)")
+                )
+            run = vcpu.kvm_run
+            if reason == abi.Exit.MMIO:
+                addr = run.mmio.phys_addr
+                if not run.mmio.is_write or not RO_GPA <= addr < RO_GPA + 8 * len(RO_GDT):
+                    raise Mismatch(
+                        f"an MMIO {'write' if run.mmio.is_write else 'read'} at {addr:#x}"
+                    )
+                saw_mmio = True
+                continue
+            if reason == abi.Exit.IO and run.io.port == 0x10:
+                if not saw_mmio:
+                    raise Mismatch("the accessed-bit write reached read-only memory silently")
+                return
+            raise Mismatch(f"unexpected exit {_exit_name(reason)}")
+        raise Mismatch("the guest did not reach protected mode")
 
 
 # -- VM types, capabilities and memory attributes --------------------------------------------------

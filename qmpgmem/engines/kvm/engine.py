@@ -254,7 +254,7 @@ class KvmEngine(Engine):
             f"private memory {'yes' if self._private_mem else 'no'}, "
             f"KVM_HC_MAP_GPA_RANGE exit {'on' if self._hypercall_exit else 'not offered'}"
         )
-        memory = self._memory = GuestMemory(vm)
+        memory = self._memory = GuestMemory(vm, file_dir=self._run_dir)
         self._stack.callback(memory.close)
         memory.add_sys(rom_alias=True)
         for placed_region in self.layout.regions:

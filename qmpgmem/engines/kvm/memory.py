@@ -2,9 +2,15 @@
 
 Layout (docs/guest-protocol.md): the micro guest owns GPA ``[0, SYS_SIZE)``; the scenario's
 regions follow from ``SYS_SIZE`` in the order the scenario lists them, back to back; the
-64 KiB ROM sits read-only just below 4 GiB, where the reset vector expects it. As on QEMU's
-microvm with ``-bios``, the ROM also shows read-only at ``0xF0000`` (the "isa-bios" alias of a
-64 KiB image), over the sys area's RAM, so real-mode code may run from segment 0xF000.
+64 KiB ROM sits just below 4 GiB, where the reset vector expects it, and, as QEMU's
+"isa-bios" alias of a 64 KiB image, also at ``0xF0000`` over the sys area, so real-mode code
+may run from segment 0xF000.
+
+The ROM is mapped as RAM (a private copy of the image), not as a KVM_MEM_READONLY slot: QEMU's
+microvm maps its ``-bios`` the same way (``x86_bios_rom_init(..., isapc_ram_fw=true)``), and on
+kvm_pvm a read-only slot hangs the vCPU as soon as loading a segment has to set the accessed
+bit of a descriptor in a GDT inside the ROM (kernel-contract check
+``memslot.readonly_descriptor``).
 
 Each region becomes one memslot. A ``guest_memfd`` region gets its own guest_memfd file:
 
@@ -67,8 +73,10 @@ class Placed:
 class GuestMemory:
     """Builds the memslots of one VM; ``close()`` unmaps and closes everything it made."""
 
-    def __init__(self, vm: Vm) -> None:
+    def __init__(self, vm: Vm, file_dir: Path | None = None) -> None:
+        """``file_dir`` holds the backing files of ``file`` regions that name no path."""
         self._vm = vm
+        self._file_dir = file_dir
         self._stack = contextlib.ExitStack()
         self.sys: Mapping | None = None
         self.rom: Mapping | None = None
@@ -110,18 +118,19 @@ class GuestMemory:
             self._set_slot(self._slot(), 0, size, self.sys.addr)
         return self.sys
 
-    def add_rom(self, image: bytes, alias: bool = False) -> Mapping:
-        """The ROM image, read-only, ending at 4 GiB (the reset vector is its last 16 bytes);
-        with ``alias`` also at 0xF0000 (``add_sys(rom_alias=True)`` leaves the hole for it)."""
+    def add_rom(self, image: bytes, alias: bool = False, readonly: bool = False) -> Mapping:
+        """The ROM image ending at 4 GiB (the reset vector is its last 16 bytes); with
+        ``alias`` also at 0xF0000 (``add_sys(rom_alias=True)`` leaves the hole for it).
+
+        RAM like microvm's ``-bios`` unless ``readonly`` (see the module docstring)."""
         if len(image) != ROM_SIZE:
             raise ValueError(f"the ROM must be {ROM_SIZE} bytes, got {len(image)}")
         self.rom = self._stack.enter_context(Mapping.anonymous(ROM_SIZE, shared=False))
         self.rom.write(0, image)
-        self._set_slot(self._slot(), ROM_GPA, ROM_SIZE, self.rom.addr, abi.KVM_MEM_READONLY)
+        flags = abi.KVM_MEM_READONLY if readonly else 0
+        self._set_slot(self._slot(), ROM_GPA, ROM_SIZE, self.rom.addr, flags)
         if alias:
-            self._set_slot(
-                self._slot(), ISA_BIOS_GPA, ROM_SIZE, self.rom.addr, abi.KVM_MEM_READONLY
-            )
+            self._set_slot(self._slot(), ISA_BIOS_GPA, ROM_SIZE, self.rom.addr, flags)
         return self.rom
 
     def add_regions(self, regions: list[Region], base: int = SYS_SIZE) -> None:
@@ -151,8 +160,13 @@ class GuestMemory:
             finally:
                 os.close(fd)  # the mapping keeps the memfd alive
         if region.backend == "file":
-            assert region.path is not None  # the model requires it
-            fd = os.open(Path(region.path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if region.path is not None:
+                path = Path(region.path)
+            elif self._file_dir is not None:
+                path = self._file_dir / f"{region.id}.mem"
+            else:
+                raise ValueError(f"region {region.id}: backend file needs a path or a run dir")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 if os.fstat(fd).st_size < region.size:
                     os.ftruncate(fd, region.size)

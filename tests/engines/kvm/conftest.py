@@ -20,3 +20,15 @@ def kvm() -> Iterator[Kvm]:
 @pytest.fixture(scope="session")
 def minirom(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return build_minirom(tmp_path_factory.mktemp("minirom"))
+
+
+@pytest.fixture(scope="session")
+def microguest_rom() -> bytes:
+    """The real micro guest ROM (built by qmpgmem.guest.image); skipped when it cannot be."""
+    from qmpgmem.errors import SetupError
+    from qmpgmem.guest.image import guest_image
+
+    try:
+        return guest_image("rom").read_bytes()
+    except SetupError as exc:
+        pytest.skip(f"the micro guest ROM cannot be built here: {exc}")

@@ -1,0 +1,63 @@
+/*
+ * Guest-physical layout of the micro guest and the constants the boot code and the C code
+ * share. Included from assembly (__ASSEMBLER__) and C. docs/guest-protocol.md mirrors it.
+ *
+ * Everything below SYS_SIZE belongs to the guest; the host's scenario regions start there.
+ * 0xA0000-0xFFFFF is left alone: VGA/BIOS on pc/q35, the bios alias on microvm.
+ */
+#ifndef MICROGUEST_LAYOUT_H
+#define MICROGUEST_LAYOUT_H
+
+#define MG_PROTOCOL_VERSION 1
+#define MG_SYS_SIZE 0x400000 /* qmpgmem.guest.protocol.SYS_SIZE */
+#define MG_MEM_LIMIT 0x100000000 /* the identity map covers 0..4 GiB */
+
+/* System tables (built at boot; their previous contents do not matter). */
+#define MG_PML4 0x10000
+#define MG_PDPT 0x11000
+#define MG_PD 0x12000 /* four page directories, 0x12000-0x15fff */
+#define MG_GDT 0x16000
+#define MG_IDT 0x17000 /* 256 gates, 0x17000-0x17fff */
+#define MG_TSS 0x18000 /* 104 bytes, then the I/O bitmap (8 KiB + 0xff), to 0x1a068 */
+#define MG_TSS_LIMIT (104 + 8192 + 1 - 1)
+#define MG_KSTACK_TOP 0x20000 /* CPL0 stack 0x1b000-0x1ffff (TSS.RSP0) */
+#define MG_PAYLOAD 0x100000 /* code+data+bss: the PVH ELF's load address, the ROM's copy */
+#define MG_PAYLOAD_MAX 0x100000 /* the payload must end below 0x200000 */
+#define MG_USTACK_TOP 0x400000 /* CPL3 stack 0x200000-0x3fffff */
+
+/* Segment selectors of the guest's GDT. */
+#define MG_SEL_CODE32 0x08
+#define MG_SEL_DATA 0x10
+#define MG_SEL_CODE64 0x18
+#define MG_SEL_UDATA 0x23 /* 0x20 | RPL 3 */
+#define MG_SEL_UCODE64 0x2b /* 0x28 | RPL 3 */
+#define MG_SEL_TSS 0x30
+#define MG_GDT_LIMIT 0x3f
+
+/* Page-table entry flags: present, writable, user, accessed (+ dirty, 2 MiB for leaves). */
+#define MG_PTE_TABLE 0x27
+#define MG_PTE_LARGE 0xe7
+
+/*
+ * The CPL3 -> CPL0 gate: `int3` (vector 3, DPL 3) with a function code in %rdi. Also
+ * installed at 0x80, but `int $n` raises #UD under kvm_pvm; int3 works everywhere.
+ */
+#define MG_VEC_GATE 3
+#define MG_VEC_GATE_ALT 0x80
+#define MG_GATE_FLUSH 0 /* reload CR3 */
+#define MG_GATE_VMCALL 1 /* vmcall (Intel): rax = nr, rbx/rcx/rdx/rsi = args -> rax */
+#define MG_GATE_VMMCALL 2 /* vmmcall (AMD, Hygon): same registers */
+
+/* Initial RFLAGS at CPL3: IOPL=3 (in/out allowed), IF=0, reserved bit 1. */
+#define MG_USER_RFLAGS 0x3002
+
+/* The ROM: 64 KiB mapped at 0xffff0000 (microvm also aliases it at 0xf0000). */
+#define MG_ROM_BASE 0xffff0000
+#define MG_ROM_BOOT 0xfffff000 /* ROM-resident boot code (offset 0xf000) */
+#define MG_ROM_HEADER 0xffffffc0 /* struct mg_rom_header (offset 0xffc0) */
+#define MG_ROM_RESET 0xfffffff0 /* reset vector (offset 0xfff0) */
+
+#define MG_SERIAL 0x3f8
+#define MG_DEBUG_EXIT 0xf4
+
+#endif

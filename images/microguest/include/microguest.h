@@ -1,0 +1,49 @@
+/* Types, port I/O and the interfaces between the micro guest's C files. */
+#ifndef MICROGUEST_H
+#define MICROGUEST_H
+
+#include "layout.h"
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef long long s64;
+typedef unsigned long usize;
+
+static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
+static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
+static inline u8 inb(u16 port)
+{
+    u8 v;
+    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+/* uart.c: polled 16550 on COM1 */
+void uart_init(void);
+usize uart_read_line(char *buf, usize cap, int *too_long);
+void uart_write(const char *s, usize n);
+
+/* mem.c: the pattern and the range hash of qmpgmem/guest/protocol.py */
+void mem_pattern_fill(u64 *dst, u64 nwords, u64 seed, u64 offset);
+u64 mem_range_hash(const u64 *src, u64 nwords);
+u64 mem_first_nonzero(const u64 *src, u64 nwords); /* index, or nwords when all zero */
+
+/* cpu.c: CPL3 setup and the gates */
+enum mg_vendor { MG_VENDOR_OTHER, MG_VENDOR_AMD, MG_VENDOR_INTEL };
+void cpu_setup(void);
+enum mg_vendor cpu_vendor(void);
+int cpu_cpl(void);
+int cpu_on_kvm(void); /* a KVM hypercall can be made (not TCG, not bare metal) */
+s64 cpu_hypercall(u64 nr, u64 a0, u64 a1, u64 a2);
+
+/* fmt.c: numbers on the wire */
+int fmt_parse_hex(const char *s, usize n, u64 *out);
+usize fmt_hex(char *dst, u64 v, int width);
+usize fmt_dec(char *dst, s64 v);
+
+void *memset(void *dst, int c, usize n);
+void *memcpy(void *dst, const void *src, usize n);
+
+#endif

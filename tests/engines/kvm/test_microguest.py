@@ -1,0 +1,98 @@
+"""KvmEngine with the real micro guest ROM: guest and host agree on guest_memfd memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qmpgmem.engines.kvm.engine import KvmEngine
+from qmpgmem.errors import UnsupportedStep
+from qmpgmem.guest import protocol
+from qmpgmem.scenario.model import VmSpec
+
+from .helpers import needs_kvm
+
+pytestmark = needs_kvm
+MIB = 1 << 20
+
+SPEC = VmSpec.model_validate(
+    {
+        "memory": [
+            {"id": "gm", "size": "16M", "backend": "guest_memfd"},
+            {"id": "split", "size": "4M", "backend": "guest_memfd", "gmem_flags": []},
+            {"id": "plain", "size": "4M", "backend": "ram"},
+        ]
+    }
+)
+
+
+def engine(tmp_path: Path, rom: bytes) -> KvmEngine:
+    return KvmEngine(SPEC, run_dir=tmp_path, boot_timeout=10, step_timeout=30, rom=rom)
+
+
+async def test_boots_from_the_reset_vector(tmp_path: Path, microguest_rom: bytes) -> None:
+    e = engine(tmp_path, microguest_rom)
+    async with e:
+        assert e.hello is not None
+        assert (e.hello.sys_base, e.hello.sys_end) == (0, protocol.SYS_SIZE)
+        assert e.hello.cpl == 3
+        assert e.ready_after is not None and e.ready_after < 1.0
+
+
+async def test_guest_and_host_agree(tmp_path: Path, microguest_rom: bytes) -> None:
+    e = engine(tmp_path, microguest_rom)
+    async with e:
+        for region in ("gm", "split", "plain"):
+            rng = e.resolve(region, MIB, 2 * MIB)
+            await e.guest_write(rng, 99)
+            want = protocol.pattern_hash(99, rng.offset, rng.size)
+            assert await e.guest_hash(rng) == want
+            assert protocol.hash_bytes(await e.host_read(rng)) == want
+            back = e.resolve(region, 0, 64 * 1024)
+            await e.host_write(back, protocol.pattern_bytes(7, 0, back.size))
+            assert await e.guest_hash(back) == protocol.pattern_hash(7, 0, back.size)
+
+
+async def test_punched_hole_reads_zero_in_the_guest(tmp_path: Path, microguest_rom: bytes) -> None:
+    e = engine(tmp_path, microguest_rom)
+    async with e:
+        rng = e.resolve("gm", 0, 4 * MIB)
+        await e.guest_write(rng, 5)
+        hole = e.resolve("gm", MIB, MIB)
+        await e.gmem_punch_hole(hole)
+        assert await e.guest_hash(hole) == protocol.zero_hash(hole.size)
+        rest = e.resolve("gm", 2 * MIB, 2 * MIB)
+        assert await e.guest_hash(rest) == protocol.pattern_hash(5, rest.offset, rest.size)
+        # a guest_memfd without MMAP: the guest uses the shared side, the hole is elsewhere
+        split = e.resolve("split", 0, MIB)
+        await e.guest_write(split, 6)
+        await e.gmem_punch_hole(split)
+        assert await e.guest_hash(split) == protocol.pattern_hash(6, 0, split.size)
+
+
+async def test_convert_is_refused_on_kvm_pvm(tmp_path: Path, microguest_rom: bytes) -> None:
+    e = KvmEngine(
+        SPEC,
+        run_dir=tmp_path,
+        boot_timeout=10,
+        step_timeout=5,
+        rom=microguest_rom,
+        backend="kvm_pvm",
+    )
+    async with e:
+        with pytest.raises(UnsupportedStep, match="kvm_pvm"):
+            await e.guest_convert(e.resolve("gm", 0, 4096), private=True)
+        assert e.channel is not None
+        await e.channel.ping()  # the guest was never sent into the hypercall
+
+
+async def test_reset_reboots_the_guest(tmp_path: Path, microguest_rom: bytes) -> None:
+    e = engine(tmp_path, microguest_rom)
+    async with e:
+        rng = e.resolve("gm", 0, MIB)
+        await e.guest_write(rng, 8)
+        await e.vm_reset()
+        assert e.hello is not None
+        # memory survives a reset, as on QEMU
+        assert await e.guest_hash(rng) == protocol.pattern_hash(8, 0, rng.size)
