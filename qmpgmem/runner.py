@@ -313,8 +313,11 @@ class ScenarioRun:
             status, reason = Status.SKIPPED, str(exc)
         except QmpgmemError as exc:
             status, reason = Status.ERROR, str(exc)
-        finally:
+        except BaseException:  # Ctrl-C, cancellation: stop the VM, keep nothing
             await engine.stop()
+            shutil.rmtree(engine.artifacts.run_dir, ignore_errors=True)
+            raise
+        await engine.stop()
         if status is Status.PASSED and self.sc.expect_trace:
             why = self._check_traces(engine)
             if why:

@@ -19,6 +19,33 @@ def qemu_pids() -> set[int]:
     return {int(p) for p in out.split()}
 
 
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def our_qemu_pids() -> set[int]:
+    """QEMU processes this test process started (descendants), or orphaned ones.
+
+    Other test runs may be starting their own QEMUs on this machine at the same time.
+    """
+    me, mine = os.getpid(), set()
+    for pid in qemu_pids():
+        p = pid
+        while p > 1:
+            p = _ppid(p)
+            if p == me:
+                mine.add(pid)
+                break
+        else:
+            if _ppid(pid) == 1:
+                mine.add(pid)
+    return mine
+
+
 @pytest.fixture
 def qemu_binary() -> str:
     if QEMU is None:
@@ -33,17 +60,23 @@ def kvm_available() -> None:
 
 
 @pytest.fixture
-def no_leftovers(tmp_path: Path) -> Iterator[None]:
-    """Fail the test if it leaves a QEMU process or a qmpgmem run directory behind."""
+def no_leftovers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail the test if it leaves a QEMU process or a qmpgmem run directory behind.
+
+    Temporary files of this test (and of the processes it starts) go to a directory of its
+    own, so other runs on the machine cannot disturb the count.
+    """
     import tempfile
 
-    tmp = Path(tempfile.gettempdir())
-    before_pids = qemu_pids()
-    before_dirs = set(tmp.glob("qmpgmem-run-*"))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    before_pids = our_qemu_pids()
     yield
-    left = qemu_pids() - before_pids
+    left = our_qemu_pids() - before_pids
     assert not left, f"QEMU processes left behind: {left}"
-    dirs = set(tmp.glob("qmpgmem-run-*")) - before_dirs
+    dirs = list(tmp.glob("qmpgmem-*"))
     assert not dirs, f"run directories left behind: {dirs}"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import qemu_pids
+from tests.conftest import our_qemu_pids
 
 pytestmark = [pytest.mark.qemu, pytest.mark.usefixtures("qemu_binary", "no_leftovers")]
 
@@ -114,15 +114,15 @@ def test_sigint_stops_everything(tmp_path: Path, write_scenario: Callable[[str, 
           - action: sleep
             seconds: 60
         """)
-    before = qemu_pids()
+    before = our_qemu_pids()
     proc = subprocess.Popen(
         [sys.executable, "-m", "qmpgmem.cli", "run", str(path)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not (qemu_pids() - before):
+    while time.monotonic() < deadline and not (our_qemu_pids() - before):
         time.sleep(0.05)
-    assert qemu_pids() - before, "QEMU never started"
+    assert our_qemu_pids() - before, "QEMU never started"
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)

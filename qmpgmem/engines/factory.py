@@ -52,6 +52,7 @@ def build_engine(run: ScenarioRun) -> Engine:
         accel=run.accel,
         boot_image=image,
         boot_timeout=run.sc.timeouts.boot,
+        keep_run_dir=True,  # the runner keeps it for a failed run, removes it otherwise
         gmem_plan=gmem_plan,
         trace_events=sorted({t.event for t in run.sc.expect_trace}),
         label=f"qmpgmem-{run.sc.name}"[:60],

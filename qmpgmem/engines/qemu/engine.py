@@ -24,7 +24,7 @@ from qmpgmem.engines.base import Engine, GuestRange, RunArtifacts
 from qmpgmem.engines.layout import Layout, place_regions
 from qmpgmem.engines.qemu.argv import BootImage, GuestMemfdPlan, boot_kind, build_argv
 from qmpgmem.engines.qemu.process import QemuProcess
-from qmpgmem.errors import EngineError, VMExitedError, VMLaunchError
+from qmpgmem.errors import EngineError, GuestProtocolError, VMExitedError, VMLaunchError
 from qmpgmem.guest.channel import GuestChannel
 from qmpgmem.scenario.model import VmSpec
 
@@ -125,7 +125,16 @@ class QemuEngine(Engine):
         finally:
             died.cancel()
         if task in done:
-            return task.result()
+            exc = task.exception()
+            if exc is None:
+                return task.result()
+            if isinstance(exc, OSError | EOFError | QMPError | GuestProtocolError):
+                # A broken socket usually means QEMU is going away: report it as that.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), 1.0)
+                if proc.returncode is not None:
+                    raise self._exited_error(doing) from exc
+            raise exc
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
