@@ -33,9 +33,13 @@ def vm(machine: str = "microvm", boot: str = "auto", size: str = "80M") -> VmSpe
 def engine(accel: str, machine: str = "microvm", boot: str = "rom") -> QemuEngine:
     qemu = shutil.which("qemu-system-x86_64")
     assert qemu, "needs qemu-system-x86_64"
-    return QemuEngine(vm(machine, boot), qemu_binary=qemu, accel=accel,
-                      boot_image=guest_image("rom" if boot == "rom" else "pvh"),
-                      boot_timeout=60)
+    return QemuEngine(
+        vm(machine, boot),
+        qemu_binary=qemu,
+        accel=accel,
+        boot_image=guest_image("rom" if boot == "rom" else "pvh"),
+        boot_timeout=60,
+    )
 
 
 async def median(fn: Callable[[], Awaitable[float]], n: int) -> float:
@@ -97,8 +101,11 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--skip-firmware", action="store_true",
-                    help="skip the q35 firmware boot (about 3 s a run here)")
+    ap.add_argument(
+        "--skip-firmware",
+        action="store_true",
+        help="skip the q35 firmware boot (about 3 s a run here)",
+    )
     args = ap.parse_args()
     n = args.repeat
     r: dict[str, Any] = {}
@@ -111,30 +118,56 @@ async def main() -> None:
     r["tcg"] = await in_vm("tcg", n)
     gib = 64 * MiB / (1 << 30)
     rows = [
-        ("QEMU start → guest HELLO, ROM on microvm, KVM", r["boot_rom_kvm"],
-         f"{r['boot_rom_tcg'] / r['boot_rom_kvm']:.2f}× faster than TCG "
-         f"({r['boot_rom_tcg'] * 1e3:.1f} ms)"),
-        ("QEMU start → HELLO, PVH via qboot on microvm, KVM", r["boot_pvh_microvm_kvm"],
-         f"{r['boot_pvh_microvm_kvm'] / r['boot_rom_kvm']:.1f}× the ROM path"),
+        (
+            "QEMU start → guest HELLO, ROM on microvm, KVM",
+            r["boot_rom_kvm"],
+            f"{r['boot_rom_tcg'] / r['boot_rom_kvm']:.2f}x faster than TCG "
+            f"({r['boot_rom_tcg'] * 1e3:.1f} ms)",
+        ),
+        (
+            "QEMU start → HELLO, PVH via qboot on microvm, KVM",
+            r["boot_pvh_microvm_kvm"],
+            f"{r['boot_pvh_microvm_kvm'] / r['boot_rom_kvm']:.1f}x the ROM path",
+        ),
     ]
     if "boot_pvh_q35_kvm" in r:
-        rows.append(("QEMU start → HELLO, PVH via SeaBIOS on q35, KVM", r["boot_pvh_q35_kvm"],
-                     f"{r['boot_pvh_q35_kvm'] / r['boot_rom_kvm']:.0f}× the ROM path"))
+        rows.append(
+            (
+                "QEMU start → HELLO, PVH via SeaBIOS on q35, KVM",
+                r["boot_pvh_q35_kvm"],
+                f"{r['boot_pvh_q35_kvm'] / r['boot_rom_kvm']:.0f}x the ROM path",
+            )
+        )
     k, t = r["kvm"], r["tcg"]
     rows += [
-        ("guest request round trip (PING), KVM", k["ping_s"],
-         f"TCG {t['ping_s'] * 1e3:.3f} ms ({t['ping_s'] / k['ping_s']:.2f}×)"),
-        ("QMP round trip (query-status), KVM", k["qmp_s"],
-         f"TCG {t['qmp_s'] * 1e3:.3f} ms ({t['qmp_s'] / k['qmp_s']:.2f}×)"),
-        ("guest WRITE 64 MiB, KVM", k["write64_s"],
-         f"{gib / k['write64_s']:.2f} GiB/s; TCG {gib / t['write64_s']:.2f} GiB/s "
-         f"({t['write64_s'] / k['write64_s']:.1f}×)"),
-        ("guest HASH 64 MiB, KVM", k["hash64_s"],
-         f"{gib / k['hash64_s']:.2f} GiB/s; TCG {gib / t['hash64_s']:.2f} GiB/s "
-         f"({t['hash64_s'] / k['hash64_s']:.1f}×)"),
-        ("host verify 64 MiB (pmemsave + hash), KVM", k["host_verify64_s"],
-         f"{gib / k['host_verify64_s']:.2f} GiB/s; "
-         f"{k['host_verify64_s'] / k['hash64_s']:.1f}× the guest's own hash"),
+        (
+            "guest request round trip (PING), KVM",
+            k["ping_s"],
+            f"TCG {t['ping_s'] * 1e3:.3f} ms ({t['ping_s'] / k['ping_s']:.2f}x)",
+        ),
+        (
+            "QMP round trip (query-status), KVM",
+            k["qmp_s"],
+            f"TCG {t['qmp_s'] * 1e3:.3f} ms ({t['qmp_s'] / k['qmp_s']:.2f}x)",
+        ),
+        (
+            "guest WRITE 64 MiB, KVM",
+            k["write64_s"],
+            f"{gib / k['write64_s']:.2f} GiB/s; TCG {gib / t['write64_s']:.2f} GiB/s "
+            f"({t['write64_s'] / k['write64_s']:.1f}x)",
+        ),
+        (
+            "guest HASH 64 MiB, KVM",
+            k["hash64_s"],
+            f"{gib / k['hash64_s']:.2f} GiB/s; TCG {gib / t['hash64_s']:.2f} GiB/s "
+            f"({t['hash64_s'] / k['hash64_s']:.1f}x)",
+        ),
+        (
+            "host verify 64 MiB (pmemsave + hash), KVM",
+            k["host_verify64_s"],
+            f"{gib / k['host_verify64_s']:.2f} GiB/s; "
+            f"{k['host_verify64_s'] / k['hash64_s']:.1f}x the guest's own hash",
+        ),
     ]
     print(f"median of {n} runs\n")
     print("| figure | median | beside the baseline |")

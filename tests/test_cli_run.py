@@ -29,17 +29,22 @@ vm:
 def qmpgmem(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "qmpgmem.cli", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
     )
 
 
 def test_wrong_expectation_fails_naming_step_range_and_hashes(
     tmp_path: Path, write_scenario: Callable[[str, str], Path]
 ) -> None:
-    path = write_scenario("wrong", f"""
+    path = write_scenario(
+        "wrong",
+        f"""
         name: wrong-seed
         description: expects seed 2 where seed 1 was written
-        {VM.strip().replace(chr(10), chr(10) + '        ')}
+        {VM.strip().replace(chr(10), chr(10) + "        ")}
         steps:
           - action: guest.write
             range: {{region: m0, offset: 0, size: 64K}}
@@ -47,10 +52,20 @@ def test_wrong_expectation_fails_naming_step_range_and_hashes(
           - action: guest.verify
             range: {{region: m0, offset: 0, size: 64K}}
             expect: {{pattern: 2}}
-        """)
+        """,
+    )
     arts = tmp_path / "arts"
-    res = qmpgmem("run", str(path), "--artifacts", str(arts), "--json", str(tmp_path / "r.json"),
-                  "--junit", str(tmp_path / "j.xml"), cwd=tmp_path)
+    res = qmpgmem(
+        "run",
+        str(path),
+        "--artifacts",
+        str(arts),
+        "--json",
+        str(tmp_path / "r.json"),
+        "--junit",
+        str(tmp_path / "j.xml"),
+        cwd=tmp_path,
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     assert "step 2" in res.stdout and "m0[0x0+0x10000]" in res.stdout
     assert "expected pattern seed 2" in res.stdout
@@ -66,11 +81,15 @@ def test_wrong_expectation_fails_naming_step_range_and_hashes(
     assert case is not None and case.find("failure") is not None
 
 
-def test_passing_run_leaves_nothing(tmp_path: Path, write_scenario: Callable[[str, str], Path]) -> None:
-    path = write_scenario("ok", f"""
+def test_passing_run_leaves_nothing(
+    tmp_path: Path, write_scenario: Callable[[str, str], Path]
+) -> None:
+    path = write_scenario(
+        "ok",
+        f"""
         name: ok
         description: write and verify
-        {VM.strip().replace(chr(10), chr(10) + '        ')}
+        {VM.strip().replace(chr(10), chr(10) + "        ")}
         steps:
           - action: guest.write
             range: {{region: m0, offset: 4K, size: 64K}}
@@ -81,43 +100,57 @@ def test_passing_run_leaves_nothing(tmp_path: Path, write_scenario: Callable[[st
           - action: host.read
             range: {{region: m0, offset: 4K, size: 64K}}
             expect: unchanged
-        """)
+        """,
+    )
     res = qmpgmem("run", str(path), "--artifacts", str(tmp_path / "arts"), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "1 passed, 0 failed" in res.stdout
     assert not (tmp_path / "arts").exists()
 
 
-def test_step_timeout_is_a_timeout(tmp_path: Path, write_scenario: Callable[[str, str], Path]) -> None:
-    path = write_scenario("hang", f"""
+def test_step_timeout_is_a_timeout(
+    tmp_path: Path, write_scenario: Callable[[str, str], Path]
+) -> None:
+    path = write_scenario(
+        "hang",
+        f"""
         name: paused-guest
         description: the guest is paused, so it cannot answer the verify
-        {VM.strip().replace(chr(10), chr(10) + '        ')}
+        {VM.strip().replace(chr(10), chr(10) + "        ")}
         steps:
           - action: vm.stop
           - action: guest.verify
             timeout: 1s
             range: {{region: m0, offset: 0, size: 4K}}
             expect: zero
-        """)
+        """,
+    )
     res = qmpgmem("run", str(path), "--artifacts", str(tmp_path / "arts"), cwd=tmp_path)
     assert res.returncode == 1
     assert "TIMEOUT" in res.stdout and "within 1 s" in res.stdout
 
 
-def test_sigint_stops_everything(tmp_path: Path, write_scenario: Callable[[str, str], Path]) -> None:
-    path = write_scenario("long", f"""
+def test_sigint_stops_everything(
+    tmp_path: Path, write_scenario: Callable[[str, str], Path]
+) -> None:
+    path = write_scenario(
+        "long",
+        f"""
         name: long
         description: sleeps long enough to be interrupted
-        {VM.strip().replace(chr(10), chr(10) + '        ')}
+        {VM.strip().replace(chr(10), chr(10) + "        ")}
         steps:
           - action: sleep
             seconds: 60
-        """)
+        """,
+    )
     before = our_qemu_pids()
     proc = subprocess.Popen(
         [sys.executable, "-m", "qmpgmem.cli", "run", str(path)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not (our_qemu_pids() - before):

@@ -153,7 +153,8 @@ async def test_punch_hole_that_changes_nothing_on_the_kvm_engine(
     options = RunOptions(engine="kvm", artifacts_dir=tmp_path / "arts")
     broken = await ScenarioRun(loaded, host, options, build_engine).run()
     failure = failure_of(broken)
-    assert failure is not None and failure.signature == m.shrunk_failure.signature  # type: ignore[union-attr]
+    assert failure is not None and m.shrunk_failure is not None
+    assert failure.signature == m.shrunk_failure.signature
     monkeypatch.undo()
     fixed = await ScenarioRun(loaded, host, options, build_engine).run()
     assert fixed.status is Status.PASSED, fixed.reason

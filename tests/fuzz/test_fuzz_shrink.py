@@ -18,7 +18,7 @@ from qmpgmem.fuzz.target import FuzzTarget, fuzz_target
 from qmpgmem.guest import protocol
 from qmpgmem.model import View, model_for_run
 from qmpgmem.runner import HostContext
-from qmpgmem.scenario.model import GuestVerify, HostRead, PatternExpect, Scenario, Step
+from qmpgmem.scenario.model import GuestVerify, GuestWrite, HostRead, PatternExpect, Scenario, Step
 
 Signature = tuple[int, str, bool, str | None]
 
@@ -118,10 +118,11 @@ async def test_ignored_write_shrinks_to_write_and_read(pvm_host: HostContext) ->
             FAILING_STEP,
         )
         write, check = small.steps
-        assert write.range == check.range  # type: ignore[union-attr]
-        assert (write.range.offset, write.range.size) == (0, 8)  # type: ignore[union-attr]
-        assert write.seed == 1  # type: ignore[union-attr]
-        assert check.expect is None  # type: ignore[union-attr]
+        assert isinstance(write, GuestWrite) and isinstance(check, GuestVerify | HostRead)
+        assert write.range == check.range
+        assert (write.range.offset, write.range.size) == (0, 8)
+        assert write.seed == 1
+        assert check.expect is None
         assert len(small.vm.memory) == 1 and small.vm.memory[0].size == 1 << 20  # QEMU: MiB
         assert shrinker.runs < 150
 

@@ -29,7 +29,10 @@ def _vm(**kw: object) -> VmSpec:
 
 def _engine(qemu_binary: str, accel: str = "kvm", **kw: object) -> QemuEngine:
     return QemuEngine(
-        _vm(**kw), qemu_binary=qemu_binary, accel=accel, boot_image=guest_image("rom"),
+        _vm(**kw),
+        qemu_binary=qemu_binary,
+        accel=accel,
+        boot_image=guest_image("rom"),
         boot_timeout=20,
     )
 
