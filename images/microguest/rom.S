@@ -38,13 +38,12 @@ mg_rom_user_entry:
     .ascii "QMGUEST\0"              /* 0x00 magic */
     .long 1                         /* 0x08 header version */
     .long MG_PROTOCOL_VERSION       /* 0x0c guest protocol version */
-    .long mg_entry16 - MG_ROM_BASE  /* 0x10 real-mode entry, offset in the ROM segment */
+    .long mg_entry16 - MG_ROM_BASE  /* 0x10 real-mode entry: offset in the ROM (CS base) */
     .long mg_entry32                /* 0x14 32-bit protected-mode entry (physical) */
-    .long mg_entry64                /* 0x18 64-bit CPL0 entry (physical), see the doc */
-    .long MG_SYS_SIZE               /* 0x1c size of the guest's reserved area */
-    .long MG_PAYLOAD                /* 0x20 where the payload runs */
-    .long mg_payload_bytes          /* 0x24 its size in the ROM (offset 0) */
-    .fill 0x30 - 0x28, 1, 0
+    .long MG_SYS_SIZE               /* 0x18 size of the guest's reserved area */
+    .long MG_PAYLOAD                /* 0x1c where the payload runs */
+    .long mg_payload_bytes          /* 0x20 its size in the ROM (at offset 0) */
+    .fill 0x30 - 0x24, 1, 0         /* 0x24 reserved, zero */
 
     .section .reset, "ax"
     .code16

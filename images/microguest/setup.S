@@ -76,7 +76,6 @@ mg_entry32:
     ljmp $MG_SEL_CODE64, $mg_entry64
 
     .code64
-    .globl mg_entry64
 mg_entry64:
     mov $MG_SEL_TSS, %eax
     ltr %ax

@@ -21,13 +21,20 @@ from qmpgmem.fuzz.shrink import DEFAULT_MAX_RUNS
 from qmpgmem.fuzz.target import FuzzTarget, fuzz_target
 from qmpgmem.report.result import Status
 from qmpgmem.scenario.model import Scenario
+from qmpgmem.scenario.units import format_size
 
 
-async def _fuzz(options: FuzzOptions, engine: str, console: Console) -> FuzzReport:
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+async def _fuzz(
+    options: FuzzOptions, engine: str, accel: str | None, console: Console
+) -> FuzzReport:
     from qmpgmem.session import host_context
 
     ctx = await host_context(options.qemu)
-    target = fuzz_target(engine, ctx)
+    target = fuzz_target(engine, ctx, accel)
     _print_target(console, target, options, ctx.kernel_release)
     width = len(str(options.count))
 
@@ -39,7 +46,7 @@ async def _fuzz(options: FuzzOptions, engine: str, console: Console) -> FuzzRepo
         style = STYLE[r.status]
         line = (
             f"[{case.index:>{width}}/{options.count}] [{style}]{word:8}[/] {r.scenario} "
-            f"{len(case.scenario.steps)} steps, {case.checks} checks "
+            f"{_plural(len(case.scenario.steps), 'step')}, {_plural(case.checks, 'check')} "
             f"({case.computed} by the model) {r.duration_s:.2f}s"
         )
         if r.status is not Status.PASSED:
@@ -47,7 +54,12 @@ async def _fuzz(options: FuzzOptions, engine: str, console: Console) -> FuzzRepo
         console.print(line)
 
     def on_shrink(candidate: Scenario) -> None:
-        console.print(f"      shrinking: {len(candidate.steps)} steps still fail the same way")
+        ranged = sum(s.range.size for s in candidate.steps if hasattr(s, "range"))
+        memory = sum(r.size for r in candidate.vm.memory)
+        console.print(
+            f"      shrinking: {_plural(len(candidate.steps), 'step')} over "
+            f"{_plural(ranged, 'byte')}, {format_size(memory)} of memory: still failing"
+        )
 
     return await run_fuzz(options, target, on_case, on_shrink)
 
@@ -73,7 +85,7 @@ def _print_target(console: Console, target: FuzzTarget, options: FuzzOptions, ke
 def _print_mismatch(console: Console, report: FuzzReport) -> None:
     m = report.mismatch
     assert m is not None
-    console.print(f"[bold red]mismatch[/] in {m.case.scenario.name} at {m.failure.describe()}")
+    console.print(f"[bold red]mismatch[/] in {m.case.scenario.name}: {m.failure.describe()}")
     if m.failure.expected is not None:
         console.print(f"  expected {m.failure.expected}; seen {m.failure.seen}")
     console.print(f"  original ({len(m.case.scenario.steps)} steps): {m.original_path}")
@@ -83,7 +95,7 @@ def _print_mismatch(console: Console, report: FuzzReport) -> None:
         f"{m.shrunk_path}"
     )
     if m.shrunk_failure is not None:
-        console.print(f"  it fails at {m.shrunk_failure.describe()}")
+        console.print(f"  the shrunk scenario: {m.shrunk_failure.describe()}")
     if not m.reproduced:
         console.print(
             "  [bold yellow]warning[/]: the confirming run of the shrunk file did not fail "
@@ -103,6 +115,12 @@ def _print_mismatch(console: Console, report: FuzzReport) -> None:
     default="qemu",
     show_default=True,
     help="qemu: QEMU over QMP; kvm: the direct KVM engine with real guest_memfd.",
+)
+@click.option(
+    "--accel",
+    type=click.Choice(["kvm", "tcg", "auto"]),
+    default=None,
+    help="QEMU accelerator (default auto: kvm when /dev/kvm works); the kvm engine is KVM.",
 )
 @click.option(
     "--steps",
@@ -137,6 +155,7 @@ def fuzz(
     seed: int,
     count: int,
     engine: str,
+    accel: str | None,
     steps: int,
     out_dir: Path,
     qemu: tuple[str, ...],
@@ -153,8 +172,11 @@ def fuzz(
     \b
     Examples:
       qmpgmem fuzz --seed 1 --count 50
+      qmpgmem fuzz --seed 3 --count 20 --accel tcg
       qmpgmem fuzz --seed 7 --count 200 --engine kvm --steps 20
     """
+    if engine == "kvm" and accel not in (None, "auto", "kvm"):
+        raise click.UsageError(f"--accel {accel} is for the qemu engine; the kvm engine is KVM")
     options = FuzzOptions(
         seed=seed,
         count=count,
@@ -165,7 +187,7 @@ def fuzz(
     )
     console = Console(highlight=False, soft_wrap=True)
     try:
-        report = asyncio.run(_fuzz(options, engine, console))
+        report = asyncio.run(_fuzz(options, engine, accel, console))
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("interrupted: all VMs were stopped", err=True)
         sys.exit(130)
@@ -173,11 +195,12 @@ def fuzz(
     checks = sum(c.checks for c in report.cases)
     computed = sum(c.computed for c in report.cases)
     console.print(
-        f"{len(report.cases)} scenario(s), {total_steps} steps, {checks} checks "
-        f"({computed} computed by the model) in {report.duration_s:.1f}s"
+        f"{_plural(len(report.cases), 'scenario')}, {_plural(total_steps, 'step')}, "
+        f"{_plural(checks, 'check')} ({computed} computed by the model) in "
+        f"{report.duration_s:.1f}s"
     )
     if report.mismatch is not None:
         _print_mismatch(console, report)
         raise click.exceptions.Exit(EXIT_FAILED)
-    console.print(f"[green]all {len(report.cases)} scenario(s) matched the model[/]")
+    console.print(f"[green]all {_plural(len(report.cases), 'scenario')} matched the model[/]")
     raise click.exceptions.Exit(EXIT_OK)

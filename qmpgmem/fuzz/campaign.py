@@ -96,8 +96,9 @@ class FuzzReport:
 
 
 def _header(options: FuzzOptions, target: FuzzTarget, index: int, what: str) -> list[str]:
+    accel = f" --accel {target.accel}" if target.engine == "qemu" else ""
     return [
-        f"{what} by qmpgmem fuzz --seed {options.seed} --engine {target.engine} "
+        f"{what} by qmpgmem fuzz --seed {options.seed} --engine {target.engine}{accel} "
         f"--steps {options.steps} (scenario {index} of {options.count}).",
     ]
 
@@ -150,7 +151,7 @@ async def _shrink(
     original = case.scenario
     original_path = out / f"{original.name}.yaml"
     header = _header(options, target, case.index, "Generated")
-    header.append(f"It failed at {failure.describe()}")
+    header.append(f"Failure: {failure.describe()}")
     write_scenario(original_path, original, header)
     runs_before = executor.runs
 
@@ -187,7 +188,7 @@ async def _shrink(
     result = await executor.run(shrunk.scenario, shrunk_path, shrunk_header)
     shrunk_failure = failure_of(result)
     if shrunk_failure is not None:
-        shrunk_header.append(f"It fails at {shrunk_failure.describe()}")
+        shrunk_header.append(f"Failure: {shrunk_failure.describe()}")
     else:
         shrunk_header.append("Its confirming run PASSED: the fault did not reproduce.")
     write_scenario(shrunk_path, shrunk.scenario, shrunk_header)

@@ -55,7 +55,7 @@ def test_seed_1_count_50_matches_the_model(
     lines = _progress(res.stdout)
     assert len(lines) == 50 and all(" MATCH " in line for line in lines), res.stdout
     assert f"fuzz-{engine}-s1-50 12 steps" in lines[-1]
-    assert "all 50 scenario(s) matched the model" in res.stdout
+    assert "all 50 scenarios matched the model" in res.stdout
     assert not list(out.glob("*.yaml")) if out.exists() else True
 
 
@@ -84,6 +84,7 @@ def test_bad_input_exits_2(tmp_path: Path) -> None:
         ["--count", "3"],
         ["--seed", "1", "--steps", "0"],
         ["--seed", "1", "--engine", "xen"],
+        ["--seed", "1", "--engine", "kvm", "--accel", "tcg"],
     ):
         result = runner.invoke(cli, ["fuzz", *args, "--out", str(tmp_path)])
         assert result.exit_code == 2, (args, result.output)

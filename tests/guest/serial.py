@@ -7,6 +7,7 @@ depend on the engine code that is built on top of the guest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 from qmpgmem.guest import protocol
@@ -54,7 +55,5 @@ class GuestSerial:
 
     async def close(self) -> None:
         self._writer.close()
-        try:
+        with contextlib.suppress(OSError):
             await self._writer.wait_closed()
-        except OSError:
-            pass

@@ -33,7 +33,9 @@ def cache(tmp_path: Path) -> Path:
 
 
 def leftovers(cache: Path) -> list[str]:
-    return sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) if cache.exists() else []
+    return (
+        sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) if cache.exists() else []
+    )
 
 
 def test_digest_follows_the_sources(sources: Path) -> None:
@@ -65,14 +67,14 @@ def test_build_then_reuse(sources: Path, cache: Path) -> None:
 def test_rom_layout(sources: Path, cache: Path) -> None:
     """The header at 0xffc0 and the reset vector agree with docs/guest-protocol.md."""
     rom = image.guest_image("rom", cache=cache).read_bytes()
-    magic, hver, pver, e16, e32, e64, sys_size, payload, nbytes = struct.unpack_from(
-        "<8s8I", rom, 0xFFC0
+    magic, hver, pver, e16, e32, sys_size, payload, nbytes = struct.unpack_from(
+        "<8s7I", rom, 0xFFC0
     )
     assert magic == b"QMGUEST\0" and hver == 1 and pver == protocol.PROTOCOL_VERSION
     assert sys_size == protocol.SYS_SIZE and payload == 0x100000
     assert 0 < nbytes <= 0xF000 and rom[nbytes:0xF000] == bytes(0xF000 - nbytes)
-    for entry in (e32, e64):
-        assert ROM_BASE + 0xF000 <= entry < ROM_BASE + 0xFFC0
+    assert ROM_BASE + 0xF000 <= e32 < ROM_BASE + 0xFFC0
+    assert rom[0xFFE4:0xFFF0] == bytes(12)  # reserved
     assert 0xF000 <= e16 < 0xFFC0
     assert rom[0xFFF0] == 0xE9  # jmp rel16 to the real-mode entry
     (rel,) = struct.unpack_from("<h", rom, 0xFFF1)
@@ -119,10 +121,13 @@ def test_pvh_elf(sources: Path, cache: Path) -> None:
 def test_concurrent_builds_share_one_result(sources: Path, cache: Path) -> None:
     code = (
         "import json, sys; from pathlib import Path; from qmpgmem.guest.image import guest_image;"
-        "p = guest_image('rom', cache=Path(sys.argv[1])); print(json.dumps([str(p), p.read_bytes().hex()]))"
+        "p = guest_image('rom', cache=Path(sys.argv[1]));"
+        "print(json.dumps([str(p), p.read_bytes().hex()]))"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(cache)], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(cache)], stdout=subprocess.PIPE, text=True
+        )
         for _ in range(3)
     ]
     results = [json.loads(proc.communicate(timeout=120)[0]) for proc in procs]
@@ -142,7 +147,9 @@ def test_build_failure_carries_the_compiler_output(sources: Path, cache: Path) -
     assert list(cache.iterdir()) == []  # no half-built cache entry, no temp dir
 
 
-def test_missing_tools(sources: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_tools(
+    sources: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))

@@ -28,7 +28,10 @@ async def test_pvh_boot_and_requests(qemu: str, tmp_path: Path, machine: str) ->
         assert (vm.hello.cpl, vm.hello.sys_end) == (3, p.SYS_SIZE)
         assert await vm.request("PING") == "OK PONG"
         assert await vm.request(p.request_zero(REGION_GPA, 8 * MiB)) == "OK ZERO"
-        for gpa, seed, offset, size in [(REGION_GPA, 3, 0, 0x10008), (REGION_GPA + 0x800, 4, 8, 24)]:
+        for gpa, seed, offset, size in [
+            (REGION_GPA, 3, 0, 0x10008),
+            (REGION_GPA + 0x800, 4, 8, 24),
+        ]:
             assert await vm.request(p.request_write(gpa, size, seed, offset)) == "OK"
             expected = p.pattern_hash(seed, offset, size)
             assert await vm.request(p.request_hash(gpa, size)) == f"OK {expected:016x}"

@@ -75,9 +75,14 @@ async def test_zero_on_fresh_memory_then_nonzero(guest: GuestVM, tmp_path: Path)
     # the guest did not touch the region while booting: the host sees zeros, so does the guest
     assert await host_read(guest, tmp_path, REGION_GPA, size) == bytes(size)
     assert await guest.request(p.request_zero(REGION_GPA, size)) == "OK ZERO"
-    assert await guest.request(p.request_hash(REGION_GPA, 0x4000)) == f"OK {p.zero_hash(0x4000):016x}"
+    assert (
+        await guest.request(p.request_hash(REGION_GPA, 0x4000)) == f"OK {p.zero_hash(0x4000):016x}"
+    )
     assert await guest.request(p.request_write(REGION_GPA + 0x5008, 8, 1, 0)) == "OK"
-    assert await guest.request(p.request_zero(REGION_GPA, size)) == f"OK NONZERO {REGION_GPA + 0x5008:x}"
+    assert (
+        await guest.request(p.request_zero(REGION_GPA, size))
+        == f"OK NONZERO {REGION_GPA + 0x5008:x}"
+    )
     assert await guest.request(p.request_zero(REGION_GPA, 0x5008)) == "OK ZERO"
     assert await guest.request(p.request_zero(REGION_GPA + 0x5010, 0x1000)) == "OK ZERO"
 
@@ -152,5 +157,7 @@ async def test_reset_boots_again(qemu: str, rom_boot: Boot, tmp_path: Path) -> N
 
 def test_hello_line_format_is_what_parse_hello_reads() -> None:
     line = "HELLO microguest 1 sys=0-400000 cpl=3 vendor=AMD"
-    assert re.fullmatch(r"HELLO microguest \d+ sys=0-[0-9a-f]+ cpl=\d vendor=(AMD|Intel|other)", line)
+    assert re.fullmatch(
+        r"HELLO microguest \d+ sys=0-[0-9a-f]+ cpl=\d vendor=(AMD|Intel|other)", line
+    )
     assert p.parse_hello(line) == p.Hello(1, 0, p.SYS_SIZE, 3, "AMD")
