@@ -261,7 +261,7 @@ class Region(StrictModel):
             )
         _raise(type(self).__name__, errors)
         if gmem and self.flavour is None:
-            return self.model_copy(update={"flavour": "auto"})
+            object.__setattr__(self, "flavour", "auto")  # frozen: fill the default in place
         return self
 
 
@@ -323,7 +323,7 @@ class GuestSpec(StrictModel):
                 )
         _raise(type(self).__name__, errors)
         if self.kernel is not None and self.image is not None:
-            return self.model_copy(update={"image": None})
+            object.__setattr__(self, "image", None)  # frozen: a kernel replaces the image
         return self
 
 
