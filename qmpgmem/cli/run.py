@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from qmpgmem.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli
+from qmpgmem.host.requirements import check_requirement_syntax
 from qmpgmem.report.result import RunReport, ScenarioResult, Status
 from qmpgmem.runner import RunOptions
 from qmpgmem.scenario.loader import LoadedScenario, load_paths
@@ -172,7 +173,9 @@ def run(
       qmpgmem run --engine kvm scenarios/kernel
       qmpgmem run scenarios/ -k smoke --json report.json
     """
-    loaded, issues = load_paths(paths or (Path("scenarios"),))
+    loaded, issues = load_paths(
+        paths or (Path("scenarios"),), requirement_check=check_requirement_syntax
+    )
     if issues:
         for issue in issues:
             click.echo(str(issue), err=True)

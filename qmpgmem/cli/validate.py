@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from qmpgmem.cli.main import EXIT_USAGE, cli
+from qmpgmem.host.requirements import check_requirement_syntax
 from qmpgmem.scenario.loader import load_paths
 
 
@@ -26,7 +27,7 @@ def validate(paths: tuple[Path, ...]) -> None:
     Example:
       qmpgmem validate scenarios/ extra/my-test.yaml
     """
-    loaded, issues = load_paths(paths)
+    loaded, issues = load_paths(paths, requirement_check=check_requirement_syntax)
     for issue in issues:
         click.echo(str(issue))
     if issues:

@@ -36,7 +36,10 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Col
 
 class ScenarioFile(pytest.File):
     def collect(self) -> Any:
-        loaded = load_scenario(self.path)  # a ScenarioError fails collection with FILE:LINE
+        from qmpgmem.host.requirements import check_requirement_syntax
+
+        # a ScenarioError fails collection with FILE:LINE
+        loaded = load_scenario(self.path, requirement_check=check_requirement_syntax)
         yield ScenarioItem.from_parent(self, name=loaded.scenario.name, loaded=loaded)
 
 

@@ -14,7 +14,7 @@ import json
 import logging
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -25,7 +25,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from qmpgmem.errors import ScenarioError
-from qmpgmem.scenario.model import EXPECT_TAGS, STEP_ACTIONS, PatternExpect, Scenario
+from qmpgmem.scenario.model import (
+    EXPECT_TAGS,
+    REQUIREMENT_CHECK,
+    STEP_ACTIONS,
+    PatternExpect,
+    Scenario,
+)
 
 __all__ = [
     "SCENARIO_SUFFIXES",
@@ -102,8 +108,16 @@ class LoadedScenario:
 # -- loading -----------------------------------------------------------------------------------
 
 
-def load_scenario(path: str | Path) -> LoadedScenario:
+RequirementCheck = Callable[[str], str | None]
+
+
+def load_scenario(
+    path: str | Path, *, requirement_check: RequirementCheck | None = None
+) -> LoadedScenario:
     """Read, parse and validate one scenario file.
+
+    ``requirement_check`` (e.g. ``qmpgmem.host.check_requirement_syntax``) also rejects
+    requirement names no host can answer; without it only their syntax is checked.
 
     :raise InvalidScenarioError: (a :class:`~qmpgmem.errors.ScenarioError`) with every issue found.
     """
@@ -118,11 +132,11 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidScenarioError(path, [_issue(path, f"cannot read: {exc}")]) from None
-    return _load_text(path, text)
+    return _load_text(path, text, requirement_check)
 
 
 def load_paths(
-    paths: Iterable[str | Path],
+    paths: Iterable[str | Path], *, requirement_check: RequirementCheck | None = None
 ) -> tuple[list[LoadedScenario], list[ScenarioIssue]]:
     """Load every scenario file under ``paths`` (directories recurse, sorted); never raises.
 
@@ -132,7 +146,7 @@ def load_paths(
     issues: list[ScenarioIssue] = []
     for path in _expand(paths, issues):
         try:
-            loaded.append(load_scenario(path))
+            loaded.append(load_scenario(path, requirement_check=requirement_check))
         except InvalidScenarioError as exc:
             issues.extend(exc.issues)
     first_by_name: dict[str, LoadedScenario] = {}
@@ -171,7 +185,9 @@ def _expand(paths: Iterable[str | Path], issues: list[ScenarioIssue]) -> list[Pa
     return files
 
 
-def _load_text(path: Path, text: str) -> LoadedScenario:
+def _load_text(
+    path: Path, text: str, requirement_check: RequirementCheck | None = None
+) -> LoadedScenario:
     document = _parse(path, text)
     if document is None:
         raise InvalidScenarioError(
@@ -200,7 +216,8 @@ def _load_text(path: Path, text: str) -> LoadedScenario:
             ],
         )
     try:
-        scenario = Scenario.model_validate(_plain(document))
+        context = {REQUIREMENT_CHECK: requirement_check} if requirement_check else None
+        scenario = Scenario.model_validate(_plain(document), context=context)
     except ValidationError as exc:
         issues = [_issue_from_error(path, document, error) for error in exc.errors()]
         issues.sort(key=lambda issue: (issue.line or 0, issue.column or 0))

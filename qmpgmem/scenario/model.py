@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -40,6 +41,7 @@ __all__ = [
     "EXPECT_TAGS",
     "MAX_MEMORY",
     "PAGE_SIZE",
+    "REQUIREMENT_CHECK",
     "STEP_ACTIONS",
     "STEP_TYPES",
     "ConvertExpect",
@@ -761,6 +763,10 @@ def parse_requirement(text: str) -> Requirement:
     )
 
 
+#: Validation-context key of a requirement-name checker (see Scenario._check_requires).
+REQUIREMENT_CHECK: Final = "requirement_check"
+
+
 class Scenario(StrictModel):
     """A VM, the steps to run on it, and what must be seen."""
 
@@ -776,13 +782,24 @@ class Scenario(StrictModel):
 
     @field_validator("requires")
     @classmethod
-    def _check_requires(cls, value: list[str]) -> list[str]:
+    def _check_requires(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        """Syntax always; names too when the caller passes a checker in the context.
+
+        Why a context entry: the names a host can be asked about live with the host probe,
+        and this package imports nothing of ours (``REQUIREMENT_CHECK`` in the context is a
+        function returning None or what is wrong with one requirement).
+        """
+        check = (info.context or {}).get(REQUIREMENT_CHECK)
         errors = []
         for index, text in enumerate(value):
             try:
                 parse_requirement(text)
             except ValueError as exc:
                 errors.append(_detail((index,), ErrorType.REQUIREMENT, str(exc), text))
+                continue
+            why = check(text) if check is not None else None
+            if why:
+                errors.append(_detail((index,), ErrorType.REQUIREMENT, why, text))
         if errors:
             raise ValidationError.from_exception_data(cls.__name__, errors)
         return value

@@ -104,3 +104,16 @@ def test_main_entry_point() -> None:
     with pytest.raises(SystemExit) as info:
         main(["validate", str(BASIC / "smoke.yaml")])
     assert info.value.code == 0
+
+
+def test_validate_rejects_an_unknown_requirement_name(tmp_path: Path) -> None:
+    """A misspelt capability would skip the scenario on every host: an error instead."""
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(
+        "name: typo\ndescription: d\nrequires: [kvm, guest_memfdd]\n"
+        "vm:\n  memory: [{id: m0, size: 4M}]\nsteps:\n  - action: vm.stop\n"
+    )
+    result = CliRunner().invoke(cli, ["validate", str(bad)])
+    assert result.exit_code == 2
+    assert f"{bad}:3:" in result.output and "requires[1]" in result.output
+    assert "unknown requirement 'guest_memfdd'" in result.output
