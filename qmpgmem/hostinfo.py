@@ -12,17 +12,14 @@ import platform
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
-KVM_BACKENDS = ("kvm_intel", "kvm_amd", "kvm_pvm")
+from qmpgmem.engines.kvm.backend import kvm_backend as engines_kvm_backend
 
 
-def kvm_backend(sys_module: Path = Path("/sys/module")) -> str:
-    """Which module serves /dev/kvm: kvm_intel, kvm_amd, kvm_pvm, or "" when none is loaded."""
-    for name in KVM_BACKENDS:
-        if (sys_module / name).is_dir():
-            return name
-    return ""
+def kvm_backend() -> str:
+    """Which module serves /dev/kvm (kvm_intel, kvm_amd, kvm_pvm), or "" when none."""
+    name = engines_kvm_backend()
+    return "" if name == "unknown" else name
 
 
 def kvm_usable(dev: str = "/dev/kvm") -> bool:

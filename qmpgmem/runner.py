@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qmpgmem.engines.base import Engine, GuestRange
+from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS
 from qmpgmem.errors import EngineError, GuestProtocolError, QmpgmemError, UnsupportedStep
 from qmpgmem.guest import protocol
 from qmpgmem.report.match import subset_mismatch
@@ -109,10 +110,11 @@ def step_skip_reason(step: Step, engine: str, accel: str, host: HostContext) -> 
             return (
                 "guest.convert needs KVM: TCG does not implement the KVM_HC_MAP_GPA_RANGE hypercall"
             )
-        if host.kvm_backend == "kvm_pvm":
+        if host.kvm_backend in HYPERCALL_NEVER_RETURNS:
             return (
                 "guest.convert needs a KVM hypercall that returns to the guest; KVM backend "
-                "kvm_pvm (software virtualization) never returns from vmcall/vmmcall"
+                f"{host.kvm_backend} (software virtualization) never returns from "
+                "vmcall/vmmcall"
             )
         if host.kvm_backend not in ("kvm_intel", "kvm_amd"):
             return f"guest.convert needs kvm_intel or kvm_amd; KVM backend is {host.kvm_backend!r}"
