@@ -96,6 +96,8 @@ def resolve_accel(wanted: str, host: HostContext) -> str:
 # -- which steps an engine can run on this host ---------------------------------------------------
 
 _QEMU_ONLY = (QmpCommand, WaitEvent)
+#: QEMU aligns the RAM size given with -m to this (measured with 10.0.2 on x86).
+QEMU_RAM_GRANULE = 8192
 _KVM_ONLY = (HostWrite, GmemPunchHole, GmemAllocate)
 
 
@@ -202,6 +204,13 @@ class ScenarioRun:
             return (
                 f"vm_type {self.sc.vm.vm_type} is for the kvm engine; with QEMU the VM type "
                 "follows from the guest_memfd flavour (sev-snp, tdx)"
+            )
+        ram = protocol.SYS_SIZE + sum(r.size for r in self.sc.vm.memory)
+        if engine == "qemu" and ram % QEMU_RAM_GRANULE:
+            return (
+                f"QEMU rounds guest RAM (-m) up to {QEMU_RAM_GRANULE // 1024} KiB and then "
+                f"refuses NUMA nodes that do not add up to it; this VM has {ram // 1024} KiB "
+                "(the guest's 4 MiB plus the regions)"
             )
         if engine == "kvm" and self.sc.vm.machine != "microvm":
             return (

@@ -57,6 +57,9 @@ RUNNING_WEIGHTS: Final = {
     "vm.stop": 4,
     "vm.reset": 3,
 }
+#: Generated steps take milliseconds (a 16 MiB hash: ~0.1 s under TCG); a hang costs the
+#: step timeout once per shrink candidate, so it is short.
+TIMEOUTS: Final = {"boot": 15.0, "step": 10.0, "total": 120.0}
 PAUSED_WEIGHTS: Final = {"host.read": 45, "host.write": 15, "vm.cont": 40}
 _PAGE_ACTIONS: Final = ("guest.convert", "host.gmem_punch_hole", "host.gmem_allocate")
 _GMEM_ACTIONS: Final = ("host.gmem_punch_hole", "host.gmem_allocate")
@@ -100,7 +103,7 @@ def generate_scenario(
         "tags": ["fuzz"],
         "vm": vm.model_dump(exclude_defaults=True),
         "steps": [step.model_dump(by_alias=True, exclude_defaults=True) for step in builder.steps],
-        "timeouts": {"boot": 30.0, "step": 20.0, "total": 120.0},
+        "timeouts": dict(TIMEOUTS),
     }
     return Scenario.model_validate(data)
 

@@ -56,13 +56,16 @@ def test_qemu_target_problems(
         assert got is not None and got.startswith(problem)
 
 
-def test_kvm_target_refuses_what_the_runner_skips(pvm_host: HostContext) -> None:
-    target = fuzz_target("kvm", pvm_host)
-    assert target.problem(_sc(W, V)) is None
-    assert target.problem(_sc(W, STOP, CONT)) == "step 2: vm.stop does not run on this target"
-    qemu = fuzz_target("qemu", pvm_host)
+def test_target_refuses_what_the_runner_skips(pvm_host: HostContext) -> None:
+    kvm, qemu = fuzz_target("kvm", pvm_host), fuzz_target("qemu", pvm_host)
+    convert = {"action": "guest.convert", "range": {"region": "m0", "size": 4096}, "to": "private"}
+    for target in (kvm, qemu):  # kvm_pvm: a guest hypercall never returns
+        assert target.problem(_sc(W, V)) is None
+        assert target.problem(_sc(W, convert)) == (
+            "step 2: guest.convert does not run on this target"
+        )
     host_write = {"action": "host.write", "range": {"region": "m0", "size": 8}, "seed": 2}
-    assert target.problem(_sc(host_write, V)) is None
+    assert kvm.problem(_sc(host_write, V)) is None
     assert qemu.problem(_sc(host_write, V)) == "step 1: host.write does not run on this target"
 
 

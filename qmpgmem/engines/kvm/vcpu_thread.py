@@ -183,6 +183,8 @@ class VcpuRunner:
         exit_io, exit_hlt, exit_intr = abi.Exit.IO, abi.Exit.HLT, abi.Exit.INTR
         com_lo, com_hi = COM1, COM1 + 8
         exits = 0
+        # A kick aimed at an earlier runner of this vCPU may have left immediate_exit set.
+        run.immediate_exit = 0
         try:
             while True:
                 if self._stop or self._pause.is_set():
@@ -193,6 +195,8 @@ class VcpuRunner:
                 if raw_ioctl(fd, request, None) < 0:
                     err = ctypes.get_errno()
                     if err in (errno.EINTR, errno.EAGAIN):  # a kick
+                        if not (self._stop or self._pause.is_set()):
+                            run.immediate_exit = 0  # a stale kick: run on
                         continue
                     if run.exit_reason == abi.Exit.MEMORY_FAULT:  # comes with EFAULT/EHWPOISON
                         return VcpuEnd(EndReason.FAILED, self._describe(abi.Exit.MEMORY_FAULT))

@@ -96,7 +96,7 @@ def build_argv(
         "-machine", _opts(vm.machine, machine_opts),
         "-accel", accel,
         "-smp", str(vm.cpus),
-        "-m", f"{layout.total_size // (1 << 20)}M",
+        "-m", f"{layout.total_size // 1024}K",
         "-nodefaults", "-no-user-config", "-display", "none",
         "-S",
         "-object", f"memory-backend-ram,id={SYS_REGION_ID},size={SYS_SIZE}",

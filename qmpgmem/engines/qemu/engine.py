@@ -176,6 +176,12 @@ class QemuEngine(Engine):
             ) from None
         except VMExitedError as exc:
             raise VMLaunchError(str(exc), argv, exc.output) from exc
+        except QMPError as exc:  # e.g. ConnectError: QEMU refused its argv and exited
+            with contextlib.suppress(TimeoutError):
+                await self.process.wait(2.0)
+            raise VMLaunchError(
+                f"QEMU did not come up ({exc})", argv, self.process.output()
+            ) from exc
         self.ready_after = time.monotonic() - t0
 
     async def _connect(self) -> None:

@@ -140,6 +140,18 @@ async def test_pause_resume_and_reset(tmp_path: Path, minirom: bytes) -> None:
     assert (tmp_path / "run" / "serial.log").read_text().count("HELLO microguest") == 2
 
 
+async def test_reset_after_stop_cont_runs_again_every_time(tmp_path: Path, minirom: bytes) -> None:
+    """A kick left over from the old vCPU thread must not freeze the new one (fuzz finding)."""
+    e = engine(tmp_path, minirom)
+    async with e:
+        assert e.channel is not None
+        for _ in range(25):
+            await e.vm_stop()
+            await e.vm_cont()
+            await asyncio.wait_for(e.vm_reset(), 5)
+            await asyncio.wait_for(e.channel.ping(), 5)
+
+
 async def test_guest_convert_refused_where_hypercalls_hang(tmp_path: Path, minirom: bytes) -> None:
     e = engine(tmp_path, minirom, backend="kvm_pvm")
     async with e:
