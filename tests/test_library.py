@@ -51,3 +51,21 @@ async def test_library_passes_or_skips_with_reason(
     assert all(r.reason for r in report.results if r.status is Status.SKIPPED)
     # the library is not all skips: the basic and lifecycle scenarios run everywhere
     assert report.summary.passed >= 12
+
+
+@pytest.mark.usefixtures("no_leftovers", "kvm_available")
+async def test_vmfd_rebuild_on_reset_with_qemu_11(tmp_path: Path, qemu_binary: str) -> None:
+    """QEMU >= 11.0 rebuilds the VM fd on reset (the confidential-guest path), real here."""
+    import os
+
+    extra = [b for b in os.environ.get("QMPGMEM_EXTRA_QEMU", "").split(":") if b]
+    if not extra:
+        pytest.skip("needs a QEMU 11.x binary in QMPGMEM_EXTRA_QEMU (make setup fetches one)")
+    loaded = [s for s in _library() if s.scenario.name == "lifecycle-reset-rebuilds-vmfd"]
+    ctx = await host_context([qemu_binary, *extra])
+    report = await run_scenarios(loaded, ctx, RunOptions(artifacts_dir=tmp_path / "a"))
+    (result,) = report.results
+    if result.status is Status.SKIPPED:
+        pytest.skip(f"the extra QEMU cannot run it: {result.reason}")
+    assert result.status is Status.PASSED, result.reason
+    assert result.qemu in extra
