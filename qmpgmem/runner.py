@@ -17,6 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from qmpgmem.engines.base import Engine, GuestRange
@@ -354,7 +355,12 @@ class ScenarioRun:
             from qmpgmem.model import model_for_run
         except ImportError:
             return None
-        return model_for_run(self.sc, self.options.engine, self.host)
+        facts = SimpleNamespace(
+            qemu_version=self.host.qemu_versions.get(self.qemu_binary or ""),
+            kvm_backend=self.host.kvm_backend,
+        )
+        flavour = self.gmem_plan.name if self.gmem_plan is not None else None
+        return model_for_run(self.sc, self.options.engine, facts, flavour)
 
     def reproduce_command(self) -> str:
         argv = ["qmpgmem", "run", str(self.loaded.path), "--engine", self.options.engine]

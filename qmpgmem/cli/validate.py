@@ -8,6 +8,7 @@ import click
 
 from qmpgmem.cli.main import EXIT_USAGE, cli
 from qmpgmem.host.requirements import check_requirement_syntax
+from qmpgmem.model.check import disagreements
 from qmpgmem.scenario.loader import load_paths
 
 
@@ -21,7 +22,9 @@ def validate(paths: tuple[Path, ...]) -> None:
     """Check scenario files (directories are searched for *.yaml, *.yml, *.json).
 
     Prints every problem as FILE:LINE:COL: field: message and exits 2 if there is one;
-    exits 0 when all scenarios are valid.
+    exits 0 when all scenarios are valid. An explicit expectation that the memory model
+    predicts differently is printed as a warning (FILE:LINE: warning: ...) and does not
+    change the exit status: the run decides which of the two is right.
 
     \b
     Example:
@@ -30,6 +33,10 @@ def validate(paths: tuple[Path, ...]) -> None:
     loaded, issues = load_paths(paths, requirement_check=check_requirement_syntax)
     for issue in issues:
         click.echo(str(issue))
+    for item in loaded:
+        for d in disagreements(item.scenario):
+            line = item.step_lines[d.step_index] if d.step_index < len(item.step_lines) else 0
+            click.echo(f"{item.path}:{line}: warning: steps[{d.step_index}].expect: {d.message}")
     if issues:
         bad_files = len({issue.file for issue in issues})
         click.echo(

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from qmpgmem.guest import protocol
-from qmpgmem.model import View, apply_step, context_for_vm, model_for_vm
+from qmpgmem.model.check import disagreements
 from qmpgmem.scenario.loader import load_scenario
-from qmpgmem.scenario.model import GuestVerify, HostRead, PatternExpect, Scenario
+from qmpgmem.scenario.model import Scenario
 
 SCENARIOS = sorted((Path(__file__).parents[2] / "scenarios").rglob("*.yaml"))
 
@@ -29,20 +28,32 @@ def test_there_are_scenarios() -> None:
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_scenario_expectations_agree_with_the_model(path: Path) -> None:
     sc = load_scenario(path).scenario
-    ctx = context_for_vm(sc.vm, engine_for(sc), (10, 0, 2), "kvm_pvm")  # type: ignore[arg-type]
-    model = model_for_vm(sc.vm, ctx)
-    for index, step in enumerate(sc.steps):
-        if isinstance(step, GuestVerify | HostRead) and step.expect not in (None, "unchanged"):
-            rng = step.range
-            view: View = "guest" if isinstance(step, GuestVerify) else "host"
-            predicted = model.expected_hash(rng.region, rng.offset, rng.size, view)
-            if isinstance(step.expect, PatternExpect):
-                stated = protocol.pattern_hash(step.expect.pattern, rng.offset, rng.size)
-            else:
-                stated = protocol.zero_hash(rng.size)
-            if predicted is not None:
-                assert predicted == stated, (
-                    f"{path.name} step {index + 1}: the scenario expects {step.expect}, the "
-                    f"model predicts {model.describe(rng.region, rng.offset, rng.size, view)}"
-                )
-        apply_step(model, step)
+    assert disagreements(sc, engine_for(sc), (10, 0, 2), "kvm_pvm") == []
+
+
+def test_a_wrong_expectation_is_reported() -> None:
+    sc = Scenario.model_validate(
+        {
+            "name": "w",
+            "description": "d",
+            "vm": {"memory": [{"id": "m0", "size": "1M"}]},
+            "steps": [
+                {"action": "guest.write", "range": {"region": "m0", "size": "4K"}, "seed": 1},
+                {
+                    "action": "guest.verify",
+                    "range": {"region": "m0", "size": "4K"},
+                    "expect": {"pattern": 2},
+                },
+                {"action": "host.read", "range": {"region": "m0", "size": "4K"}, "expect": "zero"},
+                {
+                    "action": "host.read",
+                    "range": {"region": "m0", "size": "4K"},
+                    "expect": {"pattern": 1},
+                },
+            ],
+        }
+    )
+    found = disagreements(sc, "qemu")
+    assert [d.step_index for d in found] == [1, 2]
+    assert "expects pattern 2" in found[0].message and "seed 1" in found[0].message
+    assert "expects zero" in found[1].message
