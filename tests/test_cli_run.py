@@ -161,3 +161,49 @@ def test_sigint_stops_everything(
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, out + err
     assert "interrupted" in err
+
+
+async def test_qemu_killed_mid_scenario_is_an_error(
+    tmp_path: Path, write_scenario: Callable[[str, str], Path]
+) -> None:
+    import asyncio
+    import os
+
+    from qmpgmem.report.result import Status
+    from qmpgmem.runner import RunOptions
+    from qmpgmem.scenario.loader import load_scenario
+    from qmpgmem.session import host_context, run_scenarios
+
+    path = write_scenario(
+        "killed",
+        f"""
+        name: killed
+        description: QEMU is killed while the scenario sleeps; the next step must error
+        {VM.strip().replace(chr(10), chr(10) + "        ")}
+        steps:
+          - action: sleep
+            seconds: 3
+          - action: guest.verify
+            range: {{region: m0, offset: 0, size: 4K}}
+            expect: zero
+        """,
+    )
+    ctx = await host_context()
+    before = our_qemu_pids()
+    task = asyncio.create_task(
+        run_scenarios([load_scenario(path)], ctx, RunOptions(artifacts_dir=tmp_path / "a"))
+    )
+    for _ in range(200):
+        started = our_qemu_pids() - before
+        if started:
+            break
+        await asyncio.sleep(0.02)
+    assert started, "QEMU never started"
+    await asyncio.sleep(0.3)
+    for pid in started:
+        os.kill(pid, signal.SIGKILL)
+    report = await asyncio.wait_for(task, 30)
+    (result,) = report.results
+    assert result.status is Status.ERROR
+    assert "QEMU exited (status -9)" in result.reason and "step 2" in result.reason
+    assert result.artifacts and (Path(result.artifacts) / "qemu.log").exists()
