@@ -132,19 +132,7 @@ async def _ask(client: QMPClient, binary: str, path: str) -> QemuFacts:
 
 async def _probe_uncached(binary: str, path: str) -> QemuFacts:
     proc = QemuProcess()
-    argv = [
-        path,
-        "-S",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-machine",
-        "none",
-        "-chardev",
-        f"socket,id=qmp,fd={proc.qmp_fd}",
-        "-mon",
-        "chardev=qmp,mode=control",
-    ]
+    argv = [*proc.paused_monitor_argv(path), "-machine", "none"]
     client = QMPClient(f"probe:{Path(path).name}")
     try:
         async with asyncio.timeout(PROBE_TIMEOUT):

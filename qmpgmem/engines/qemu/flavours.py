@@ -336,18 +336,7 @@ async def refusal_of(plan: FlavourPlan, qemu_binary: str, *, timeout: float = 15
     the flavour. The process runs in its own group and is always killed.
     """
     proc = QemuProcess()
-    argv = [
-        qemu_binary,
-        "-S",
-        "-nodefaults",
-        "-display",
-        "none",
-        *plan_argv(plan),
-        "-chardev",
-        f"socket,id=qmp,fd={proc.qmp_fd}",
-        "-mon",
-        "chardev=qmp,mode=control",
-    ]
+    argv = [*proc.paused_monitor_argv(qemu_binary), *plan_argv(plan)]
     client = QMPClient(f"flavour:{plan.name}")
     try:
         async with asyncio.timeout(timeout):

@@ -59,6 +59,18 @@ class QemuProcess:
     def serial_fd(self) -> int:
         return self._serial_child.fileno()
 
+    def paused_monitor_argv(self, binary: str) -> list[str]:
+        """A QEMU that starts paused with no devices and its QMP monitor on our socketpair.
+
+        For short-lived QEMUs that only answer QMP (the probe, flavour checks); the caller
+        appends what it wants to ask about.
+        """
+        return [
+            binary, "-S", "-nodefaults", "-display", "none",
+            "-chardev", f"socket,id=qmp,fd={self.qmp_fd}",
+            "-mon", "chardev=qmp,mode=control",
+        ]  # fmt: skip
+
     @property
     def log_path(self) -> Path:
         return self._log_file
