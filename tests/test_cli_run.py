@@ -207,3 +207,29 @@ async def test_qemu_killed_mid_scenario_is_an_error(
     assert result.status is Status.ERROR
     assert "QEMU exited (status -9)" in result.reason and "step 2" in result.reason
     assert result.artifacts and (Path(result.artifacts) / "qemu.log").exists()
+
+
+def test_misspelt_qmp_command_fails_before_the_vm_starts(
+    tmp_path: Path, write_scenario: Callable[[str, str], Path]
+) -> None:
+    path = write_scenario(
+        "typo",
+        f"""
+        name: qmp-typo
+        description: a misspelt QMP command is caught against the binary's schema
+        {VM.strip().replace(chr(10), chr(10) + "        ")}
+        steps:
+          - action: guest.write
+            range: {{region: m0, offset: 0, size: 4K}}
+            seed: 1
+          - action: qmp
+            command: query-memdevv
+        """,
+    )
+    res = qmpgmem("run", str(path), "--json", str(tmp_path / "r.json"), cwd=tmp_path)
+    assert res.returncode == 1
+    result = json.loads((tmp_path / "r.json").read_text())["results"][0]
+    assert result["status"] == "error"
+    assert "no QMP command 'query-memdevv'" in result["reason"]
+    assert "did you mean 'query-memdev'" in result["reason"]
+    assert result["steps"] == []  # nothing ran: the VM was never started
