@@ -90,7 +90,17 @@ async def _run(
             console.print(escape(f"      artifacts: {r.artifacts}"), highlight=False)
             console.print(escape(f"      reproduce: {r.reproduce}"), highlight=False)
 
-    return await run_scenarios(scenarios, ctx, options, on_result=on_result)
+    # A live line for the scenario in progress (on a terminal only; logs get the result lines).
+    status = console.status("", spinner="dots") if console.is_terminal else None
+
+    def on_start(loaded: LoadedScenario) -> None:
+        if status is not None:
+            status.update(escape(f"[{count + 1}/{total}] running {loaded.scenario.name} …"))
+
+    if status is None:
+        return await run_scenarios(scenarios, ctx, options, on_result=on_result)
+    with status:
+        return await run_scenarios(scenarios, ctx, options, on_start, on_result)
 
 
 async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
