@@ -1,0 +1,30 @@
+"""qmpgmem kernel-contract: the checks from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from qmpgmem.cli import cli
+
+from .helpers import needs_kvm
+
+pytestmark = needs_kvm
+
+
+def test_all_checks_run_and_none_fails_here(tmp_path: Path) -> None:
+    out = tmp_path / "c.json"
+    result = CliRunner().invoke(cli, ["kernel-contract", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    records = json.loads(out.read_text())
+    assert len(records) >= 25
+    assert {r["outcome"] for r in records} <= {"passed", "deviation", "skipped"}
+    # a deviation always names the backend and why; a skip says what is missing
+    assert all(r["detail"] for r in records if r["outcome"] in ("deviation", "skipped"))
+
+
+def test_unknown_check_name_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["kernel-contract", "no.such.check"])
+    assert result.exit_code == 2 and "no.such.check" in result.output
