@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from qmpgmem.model.content import ZERO
 from qmpgmem.model.memory import MemoryModel, View
 from qmpgmem.model.rules import Engine, ModelContext, RegionSpec, effective_vm_type
 
@@ -58,12 +59,16 @@ def region_spec(region: Region, flavour: str | None = None) -> RegionSpec:
     chosen: str | None = region.flavour
     if flavour is not None and region.backend == "guest_memfd" and chosen in (None, "auto"):
         chosen = flavour
+    # A file backend without a path is created by the engine in its fresh run directory,
+    # so it starts as zeros; a file the scenario names may hold anything.
+    created_empty = region.backend == "file" and region.path is None
     return RegionSpec(
         id=region.id,
         size=region.size,
         backend=region.backend,
         flavour=chosen,
         gmem_flags=tuple(region.gmem_flags),
+        initial=ZERO if created_empty else None,
     )
 
 
