@@ -94,7 +94,7 @@ async def test_live_idt_has_the_gate(qemu: str, tmp_path: Path, elf: Path) -> No
 async def test_convert_on_hardware_kvm(qemu: str, tmp_path: Path) -> None:
     backend = kvm_backend()
     if backend == "kvm_pvm":
-        pytest.skip("kvm_pvm: a guest vmcall/vmmcall never returns (see /work/shared/README.md)")
+        pytest.skip("kvm_pvm: a guest vmcall/vmmcall never returns (see docs/guest-protocol.md)")
     if backend is None or not kvm_usable():
         pytest.skip("needs hardware KVM (kvm_intel or kvm_amd)")
     async with running_guest(qemu, tmp_path, Boot("rom", "kvm")) as vm:

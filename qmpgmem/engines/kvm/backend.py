@@ -2,8 +2,8 @@
 
 Why the engine needs to know: the generic KVM code is the same everywhere, but how guest
 instructions run is not. On kvm_pvm (software virtualization) a guest ``vmcall``/``vmmcall``
-never returns (/work/shared/README.md), so a step that would send the guest into a hypercall
-must be refused up front instead of hanging the vCPU.
+never returns (measured; docs/guest-protocol.md), so a step that would send the guest into
+a hypercall must be refused up front instead of hanging the vCPU.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Put a vCPU straight into 64-bit mode at CPL3, with identity-mapped memory.
 
 Why CPL3: on kvm_pvm guest code at CPL0 (and real or protected mode) is emulated one
-instruction at a time, while long mode at CPL3 runs natively (/work/shared/README.md). A check
+instruction at a time, while long mode at CPL3 runs natively (docs/performance.md). A check
 whose guest should exercise the ordinary fault path — not the instruction emulator — runs
 here. ``RFLAGS.IOPL=3`` lets ring-3 code use ``out`` to talk to the VMM.
 

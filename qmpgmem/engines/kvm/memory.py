@@ -16,7 +16,7 @@ Each region becomes one memslot. A ``guest_memfd`` region gets its own guest_mem
 
 * with ``mmap`` the file's own MAP_SHARED mapping is the slot's ``userspace_addr`` — upstream
   serves such a slot from the guest_memfd alone, and kvm_pvm serves it from ``userspace_addr``
-  (/work/shared/README.md), so only the file's own mapping gives the same memory on both;
+  (docs/kernel-contract.md), so only the file's own mapping gives the same memory on both;
 * without ``mmap`` the slot pairs the file (private memory) with an anonymous shared mapping
   (shared memory), as QEMU does for confidential guests; the host sees the shared side.
 
