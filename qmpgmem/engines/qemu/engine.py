@@ -18,7 +18,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
+from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 
 from qmpgmem.engines.base import Engine, GuestRange, RunArtifacts
 from qmpgmem.engines.layout import Layout, place_regions
@@ -131,7 +131,7 @@ class QemuEngine(Engine):
             if isinstance(exc, OSError | EOFError | QMPError | GuestProtocolError):
                 # A broken socket usually means QEMU is going away: report it as that.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(proc.wait()), 1.0)
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), 0.5)
                 if proc.returncode is not None:
                     raise self._exited_error(doing) from exc
             raise exc
@@ -158,29 +158,33 @@ class QemuEngine(Engine):
         t0 = time.monotonic()
         await self.process.launch(argv)
         _LIVE.add(self.process)
+        phase = "QMP greeting and negotiation"
         try:
-            await self._guard(self._connect(), "connecting to QMP")
-            if boot_kind(self.vm) == "none":  # no guest: stay paused before the first insn
-                self.ready_after = time.monotonic() - t0
-                return
-            await self._execute("cont")
-            assert self.channel is not None
-            await self._guard(
-                asyncio.wait_for(self.channel.wait_hello(), self.boot_timeout), "booting"
-            )
+            # One budget for the whole start: a monitor that never greets or never answers
+            # must not hang the run any more than a guest that never boots.
+            async with asyncio.timeout(self.boot_timeout):
+                await self._guard(self._connect(), "connecting to QMP")
+                if boot_kind(self.vm) == "none":  # no guest: stay paused before the 1st insn
+                    self.ready_after = time.monotonic() - t0
+                    return
+                phase = "answer to QMP cont"
+                await self._execute("cont")
+                assert self.channel is not None
+                phase = "the guest's HELLO"
+                await self._guard(self.channel.wait_hello(), "booting")
         except TimeoutError:
             raise VMLaunchError(
-                f"the guest did not say HELLO within {self.boot_timeout:g} s",
+                f"no {phase} within {self.boot_timeout:g} s (timeouts.boot)",
                 argv,
                 self.process.output(),
             ) from None
         except VMExitedError as exc:
             raise VMLaunchError(str(exc), argv, exc.output) from exc
-        except QMPError as exc:  # e.g. ConnectError: QEMU refused its argv and exited
-            with contextlib.suppress(TimeoutError):
-                await self.process.wait(2.0)
+        except QMPError as exc:  # ConnectError, a malformed greeting or reply
+            with contextlib.suppress(TimeoutError):  # let QEMU finish its last words
+                await self.process.wait(0.5)
             raise VMLaunchError(
-                f"QEMU did not come up ({exc})", argv, self.process.output()
+                f"QMP failed while waiting for {phase}: {exc}", argv, self.process.output()
             ) from exc
         self.ready_after = time.monotonic() - t0
 
@@ -212,7 +216,11 @@ class QemuEngine(Engine):
         self._stopped = True
         try:
             proc = self.process.proc
-            if proc is not None and proc.returncode is None:
+            if (
+                proc is not None
+                and proc.returncode is None
+                and self.qmp_client.runstate is Runstate.RUNNING
+            ):  # a polite quit only where QMP works; else process.close() signals it
                 with contextlib.suppress(QMPError, OSError, TimeoutError, EngineError):
                     await asyncio.wait_for(self._execute("quit"), 2.0)
                 with contextlib.suppress(TimeoutError):
