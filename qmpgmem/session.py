@@ -13,6 +13,7 @@ from qmpgmem import hostinfo
 from qmpgmem.engines.factory import build_engine
 from qmpgmem.errors import SetupError
 from qmpgmem.report.result import HostInfo, RunReport, ScenarioResult, Summary
+from qmpgmem.rundir import reap_stale_run_dirs
 from qmpgmem.runner import HostContext, RunOptions, ScenarioRun
 from qmpgmem.scenario.loader import LoadedScenario
 
@@ -31,6 +32,7 @@ async def host_context(qemu: Sequence[str] | str | None = None, probe: bool = Tr
     key = (tuple(wanted), probe)
     if key in _CONTEXTS:
         return _CONTEXTS[key]
+    reap_stale_run_dirs()
     binaries: list[str] = []
     names: list[str | None] = list(wanted) if wanted else [None]
     for name in names:

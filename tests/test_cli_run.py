@@ -130,8 +130,9 @@ def test_step_timeout_is_a_timeout(
     assert "TIMEOUT" in res.stdout and "within 1 s" in res.stdout
 
 
-def test_sigint_stops_everything(
-    tmp_path: Path, write_scenario: Callable[[str, str], Path]
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signals_stop_everything(
+    tmp_path: Path, write_scenario: Callable[[str, str], Path], sig: signal.Signals
 ) -> None:
     path = write_scenario(
         "long",
@@ -157,7 +158,7 @@ def test_sigint_stops_everything(
         time.sleep(0.05)
     assert our_qemu_pids() - before, "QEMU never started"
     time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, out + err
     assert "interrupted" in err

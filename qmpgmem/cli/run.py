@@ -104,14 +104,16 @@ async def _run(
 
 
 async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
-    """Run the main coroutine so that SIGTERM cancels it like Ctrl-C does."""
+    """Run the main coroutine so that SIGTERM and SIGHUP cancel it like Ctrl-C does."""
     task = asyncio.ensure_future(main)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, task.cancel)
     try:
         return await task
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
 
 
 @cli.command(short_help="Run scenarios and report what guest and host saw.")

@@ -26,7 +26,6 @@ import ctypes
 import functools
 import json
 import logging
-import tempfile
 import time
 from pathlib import Path
 from typing import Final
@@ -49,6 +48,7 @@ from qmpgmem.errors import (
 )
 from qmpgmem.guest.channel import GuestChannel
 from qmpgmem.guest.protocol import MASK64, Hello
+from qmpgmem.rundir import make_run_dir
 from qmpgmem.scenario.model import VmSpec
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class KvmEngine(Engine):
         """
         self.spec = vm
         if run_dir is None:
-            run_dir = Path(tempfile.mkdtemp(prefix="qmpgmem-kvm-", dir=run_dir_parent))
+            run_dir = make_run_dir("kvm", run_dir_parent)
         self._run_dir = Path(run_dir)
         self.layout = place_regions(vm.memory)
         self._boot_timeout = boot_timeout

@@ -18,10 +18,10 @@ import shlex
 import shutil
 import signal
 import socket
-import tempfile
 from pathlib import Path
 
 from qmpgmem.errors import VMLaunchError
+from qmpgmem.rundir import make_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ class QemuProcess:
     """
 
     def __init__(self, run_dir_parent: Path | None = None, keep_run_dir: bool = False) -> None:
-        self.run_dir = Path(tempfile.mkdtemp(prefix="qmpgmem-run-", dir=run_dir_parent))
-        os.chmod(self.run_dir, 0o700)
+        self.run_dir = make_run_dir("run", run_dir_parent)
         self.keep_run_dir = keep_run_dir
         self.argv: list[str] = []
         self.proc: asyncio.subprocess.Process | None = None
