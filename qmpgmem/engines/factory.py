@@ -46,6 +46,7 @@ def build_engine(run: ScenarioRun) -> Engine:
     gmem_plan = None
     if any(r.backend == "guest_memfd" for r in vm.memory):
         gmem_plan = _gmem_plan(run)
+    facts = run.host.facts.qemu_for(binary) if run.host.facts is not None else None
     return QemuEngine(
         vm,
         qemu_binary=binary,
@@ -56,6 +57,7 @@ def build_engine(run: ScenarioRun) -> Engine:
         gmem_plan=gmem_plan,
         trace_events=sorted({t.event for t in run.sc.expect_trace}),
         label=f"qmpgmem-{run.sc.name}"[:60],
+        qmp_object=facts is not None and facts.has_type("monitor-qmp"),
     )
 
 

@@ -86,8 +86,13 @@ def build_argv(
     gmem: GuestMemfdPlan | None = None,
     name: str = "qmpgmem",
     trace_events: list[str] | tuple[str, ...] = (),
+    qmp_object: bool = False,
 ) -> list[str]:
-    """Everything QEMU needs, in a stable order; no shell is ever involved."""
+    """Everything QEMU needs, in a stable order; no shell is ever involved.
+
+    ``qmp_object``: the binary has the ``monitor-qmp`` QOM type (QEMU 11.x), which replaces
+    the deprecated ``-mon``.
+    """
     uses_gmem = any(r.backend == "guest_memfd" for r in vm.memory)
     machine_opts: dict[str, str] = dict(gmem.machine_opts) if (gmem and uses_gmem) else {}
     argv = [
@@ -110,7 +115,11 @@ def build_argv(
             argv += ["-object", obj]
     argv += [
         "-chardev", f"socket,id={QMP_CHARDEV},fd={qmp_fd}",
-        "-mon", f"chardev={QMP_CHARDEV},mode=control",
+        *(
+            ["-object", f"monitor-qmp,id=qmpgmem-monitor,chardev={QMP_CHARDEV}"]
+            if qmp_object
+            else ["-mon", f"chardev={QMP_CHARDEV},mode=control"]
+        ),
         "-chardev", f"socket,id={SERIAL_CHARDEV},fd={serial_fd}",
         "-serial", f"chardev:{SERIAL_CHARDEV}",
         "-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=4",

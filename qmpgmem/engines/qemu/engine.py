@@ -56,6 +56,7 @@ class QemuEngine(Engine):
         gmem_plan: GuestMemfdPlan | None = None,
         trace_events: list[str] | None = None,
         label: str = "qmpgmem",
+        qmp_object: bool = False,
     ) -> None:
         self.vm = vm
         self.qemu_binary = qemu_binary
@@ -64,6 +65,7 @@ class QemuEngine(Engine):
         self.gmem_plan = gmem_plan
         self.trace_events = list(trace_events or [])
         self.label = label
+        self.qmp_object = qmp_object
         self.layout: Layout = place_regions(vm.memory)
         kind = boot_kind(vm)
         self._boot = BootImage(kind, boot_image) if boot_image is not None else None
@@ -154,6 +156,7 @@ class QemuEngine(Engine):
             gmem=self.gmem_plan,
             name=self.label,
             trace_events=self.trace_events,
+            qmp_object=self.qmp_object,
         )
         t0 = time.monotonic()
         await self.process.launch(argv)

@@ -1,0 +1,115 @@
+"""The QEMU command line, built without QEMU (its acceptance is tested against the binary
+in test_engine.py and tests/engines/test_flavours.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qmpgmem.engines.layout import place_regions
+from qmpgmem.engines.qemu.argv import BootImage, GuestMemfdPlan, boot_kind, build_argv
+from qmpgmem.scenario.model import VmSpec
+
+RUN = Path("/run/qmpgmem-x")
+
+
+def vm(**kw: Any) -> VmSpec:
+    spec: dict[str, Any] = {"memory": [{"id": "m0", "size": "16M"}]}
+    spec.update(kw)
+    return VmSpec.model_validate(spec)
+
+
+def argv(spec: VmSpec, **kw: Any) -> list[str]:
+    args: dict[str, Any] = {
+        "qemu_binary": "qemu",
+        "accel": "kvm",
+        "layout": place_regions(spec.memory),
+        "boot": BootImage("rom", Path("/img/rom")),
+        "run_dir": RUN,
+        "qmp_fd": 7,
+        "serial_fd": 9,
+    }
+    args.update(kw)
+    return build_argv(spec, **args)
+
+
+def values(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+def test_regions_become_numa_nodes_after_the_guest_area() -> None:
+    a = argv(vm(memory=[{"id": "m0", "size": "16M"}, {"id": "m1", "size": "8M", "backend": "ram"}]))
+    assert values(a, "-numa") == [
+        "node,nodeid=0,memdev=qmpgmem-sys",
+        "node,nodeid=1,memdev=m0",
+        "node,nodeid=2,memdev=m1",
+    ]
+    assert values(a, "-m") == [f"{4 * 1024 + 16 * 1024 + 8 * 1024}K"]
+    objs = values(a, "-object")
+    assert objs[1] == "memory-backend-memfd,id=m0,size=16777216"
+    assert objs[2] == "memory-backend-ram,id=m1,size=8388608"
+
+
+@pytest.mark.parametrize(
+    ("region", "expected"),
+    [
+        ({"backend": "memfd", "share": False}, "memory-backend-memfd,id=r,size=4194304,share=off"),
+        ({"backend": "file"},
+         f"memory-backend-file,id=r,size=4194304,mem-path={RUN}/r.mem,share=on"),
+        ({"backend": "file", "path": "/dev/shm/x", "share": False},
+         "memory-backend-file,id=r,size=4194304,mem-path=/dev/shm/x,share=off"),
+    ],
+)  # fmt: skip
+def test_backend_objects(region: dict[str, Any], expected: str) -> None:
+    a = argv(vm(memory=[{"id": "r", "size": "4M", **region}]))
+    assert values(a, "-object")[1] == expected
+
+
+def test_guest_memfd_plan_shapes_machine_backend_and_objects() -> None:
+    plan = GuestMemfdPlan(
+        backend_type="memory-backend-memfd",
+        backend_props={"guest-memfd": "on"},
+        machine_opts={"confidential-guest-support": "cgs0"},
+        objects=("sev-snp-guest,id=cgs0,cbitpos=51,reduced-phys-bits=1",),
+        bios="/fw/OVMF.amdsev.fd",
+        cpu="EPYC-v4",
+    )
+    spec = vm(machine="q35", memory=[{"id": "g", "size": "64M", "backend": "guest_memfd"}])
+    a = argv(spec, gmem=plan, boot=None)
+    assert values(a, "-machine") == ["q35,confidential-guest-support=cgs0"]
+    assert "memory-backend-memfd,id=g,size=67108864,guest-memfd=on" in values(a, "-object")
+    assert "sev-snp-guest,id=cgs0,cbitpos=51,reduced-phys-bits=1" in values(a, "-object")
+    assert values(a, "-bios") == ["/fw/OVMF.amdsev.fd"] and values(a, "-cpu") == ["EPYC-v4"]
+    # without a guest_memfd region the plan leaves the VM alone
+    assert values(argv(vm(), gmem=plan), "-machine") == ["microvm"]
+
+
+def test_channels_are_inherited_fds_and_the_guest_exits_on_port_f4() -> None:
+    a = argv(vm())
+    assert "socket,id=qmpgmem-qmp,fd=7" in values(a, "-chardev")
+    assert "socket,id=qmpgmem-serial,fd=9" in values(a, "-chardev")
+    assert values(a, "-mon") == ["chardev=qmpgmem-qmp,mode=control"]
+    assert values(a, "-serial") == ["chardev:qmpgmem-serial"]
+    assert "isa-debug-exit,iobase=0xf4,iosize=4" in values(a, "-device")
+    assert "-S" in a and "-no-reboot" not in a  # -no-reboot turns system_reset into an exit
+    b = argv(vm(), qmp_object=True)
+    assert "-mon" not in b
+    assert "monitor-qmp,id=qmpgmem-monitor,chardev=qmpgmem-qmp" in values(b, "-object")
+
+
+def test_boot_paths_and_extra_args() -> None:
+    assert boot_kind(vm()) == "rom"
+    assert boot_kind(vm(machine="q35")) == "pvh"
+    assert boot_kind(vm(guest={"image": "none"})) == "none"
+    assert boot_kind(vm(guest={"kernel": "/k"})) == "kernel"
+    assert values(argv(vm()), "-bios") == ["/img/rom"]
+    a = argv(vm(machine="q35"), boot=BootImage("pvh", Path("/img/elf")))
+    assert values(a, "-kernel") == ["/img/elf"] and "-bios" not in a
+    k = argv(vm(guest={"kernel": "/k", "initrd": "/i", "append": "console=ttyS0"}), boot=None)
+    assert values(k, "-kernel") == ["/k"] and values(k, "-initrd") == ["/i"]
+    assert values(k, "-append") == ["console=ttyS0"]
+    t = argv(vm(qemu_args=["-d", "guest_errors"]), trace_events=["kvm_set_user_memory"])
+    assert t[-2:] == ["-d", "guest_errors"]
+    assert values(t, "-trace") == ["enable=kvm_set_user_memory"]
