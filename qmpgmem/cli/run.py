@@ -177,6 +177,9 @@ def run(
 
     Each scenario ends passed, failed (an expectation did not hold), error (the VM or the
     harness broke), timeout, or skipped (this host lacks something; the reason says what).
+    Exit status: 0 when everything passed or was skipped, 1 when anything failed, errored or
+    timed out, 2 for invalid scenario files or options, 130 when interrupted (every VM is
+    stopped first).
 
     \b
     Examples:
