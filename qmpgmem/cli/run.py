@@ -82,7 +82,12 @@ async def _run(
         nonlocal count
         count += 1
         line = f"[{count:>{width}}/{total}] [{STYLE[r.status]}]{r.status.value.upper():7}[/] "
-        line += escape(f"{r.scenario} [{r.engine}] ({r.duration_s:.2f}s)")
+        checks = [st for st in r.steps if st.expected is not None]
+        computed = sum(1 for st in checks if st.computed)
+        detail = f"{r.duration_s:.2f}s"
+        if checks:
+            detail += f", {len(checks)} checks" + (f", {computed} by the model" if computed else "")
+        line += escape(f"{r.scenario} [{r.engine}] ({detail})")
         if r.status is not Status.PASSED:
             line += f" — {escape(r.reason)}"
         console.print(line, highlight=False)
