@@ -23,8 +23,15 @@ from typing import Any
 from qmpgmem.engines.base import Engine, GuestRange
 from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS
 from qmpgmem.errors import EngineError, GuestProtocolError, QmpgmemError, UnsupportedStep
+from qmpgmem.expectations import (
+    StepFailed,
+    check_convert,
+    check_hash,
+    check_qmp,
+    describe_range,
+    stated_hash,
+)
 from qmpgmem.guest import protocol
-from qmpgmem.report.match import subset_mismatch
 from qmpgmem.report.result import ScenarioResult, Status, StepResult
 from qmpgmem.scenario.loader import LoadedScenario
 from qmpgmem.scenario.model import (
@@ -35,7 +42,6 @@ from qmpgmem.scenario.model import (
     GuestWrite,
     HostRead,
     HostWrite,
-    PatternExpect,
     QmpCommand,
     Range,
     Scenario,
@@ -46,15 +52,6 @@ from qmpgmem.scenario.model import (
     VmStop,
     WaitEvent,
 )
-
-
-class StepFailed(QmpgmemError):
-    """An expectation did not hold; the message names what was expected and what was seen."""
-
-    def __init__(self, message: str, expected: str | None = None, seen: str | None = None):
-        super().__init__(message)
-        self.expected = expected
-        self.seen = seen
 
 
 @dataclass
@@ -135,13 +132,6 @@ async def confirmed_flavour(flavour: str, qemu: Any, kvm: Any) -> Any:
     if key not in _FLAVOUR_CACHE:
         _FLAVOUR_CACHE[key] = await plan_flavour_confirmed(flavour, qemu, kvm)
     return _FLAVOUR_CACHE[key]
-
-
-def describe_range(r: Range | GuestRange) -> str:
-    return f"{r.region}[{r.offset:#x}+{r.size:#x}]"
-
-
-# -- the runner ---------------------------------------------------------------------------------
 
 
 class ScenarioRun:
@@ -461,31 +451,14 @@ class ScenarioRun:
             rng = self._resolve(engine, step.range)
             ret = await engine.guest_convert(rng, step.to == "private")
             res.seen = f"hypercall returned {ret}"
-            exp = step.expect
-            if exp.outcome == "ok" and ret != 0:
-                raise StepFailed(
-                    f"convert {describe_range(rng)} to {step.to}: expected ok (0), "
-                    f"the hypercall returned {ret}",
-                    "0",
-                    str(ret),
-                )
-            if exp.outcome == "refused" and (
-                ret == 0 or (exp.code is not None and ret != exp.code)
-            ):
-                want = "a non-zero code" if exp.code is None else str(exp.code)
-                raise StepFailed(
-                    f"convert {describe_range(rng)} to {step.to}: expected refused "
-                    f"({want}), the hypercall returned {ret}",
-                    want,
-                    str(ret),
-                )
+            check_convert(step, rng, ret)
         elif isinstance(step, GmemPunchHole):
             await engine.gmem_punch_hole(self._resolve(engine, step.range))
         elif isinstance(step, GmemAllocate):
             await engine.gmem_allocate(self._resolve(engine, step.range))
         elif isinstance(step, QmpCommand):
             reply = await engine.qmp(step.command, dict(step.arguments))
-            self._judge_qmp(step, reply, res)
+            res.seen = check_qmp(step, reply)
         elif isinstance(step, VmStop):
             await engine.vm_stop()
         elif isinstance(step, VmCont):
@@ -512,26 +485,21 @@ class ScenarioRun:
     def _judge_hash(
         self, step: GuestVerify | HostRead, rng: GuestRange, seen: int, res: StepResult
     ) -> None:
+        """Pick the expectation (file, previous observation, model) and check ``seen``."""
         key = (rng.region, rng.offset, rng.size)
         previous = self.observed.get(key)
         self.observed[key] = seen
         res.seen = f"{seen:#018x}"
         exp = step.expect
-        what = "the guest" if isinstance(step, GuestVerify) else "the host (pmemsave)"
-        if isinstance(exp, PatternExpect):
-            want, text = (
-                protocol.pattern_hash(exp.pattern, rng.offset, rng.size),
-                (f"pattern seed {exp.pattern}"),
-            )
-        elif exp == "zero":
-            want, text = protocol.zero_hash(rng.size), "zeros"
-        elif exp == "unchanged":
+        if exp == "unchanged":
             if previous is None:
                 raise StepFailed(
                     f"{describe_range(rng)}: 'unchanged' needs an earlier "
                     "guest.verify or host.read of the same range"
                 )
             want, text = previous, "the content seen at the previous observation"
+        elif exp is not None:
+            want, text = stated_hash(exp, rng.offset, rng.size)
         else:
             view = "guest" if isinstance(step, GuestVerify) else "host"
             predicted = (
@@ -545,46 +513,5 @@ class ScenarioRun:
             want, text = predicted
             res.computed = True
         res.expected = f"{want:#018x} ({text})"
-        if seen != want:
-            raise StepFailed(
-                f"{step.action} {describe_range(rng)} (gpa {rng.gpa:#x}): expected {text}, "
-                f"hash {want:#018x}; {what} saw hash {seen:#018x}",
-                res.expected,
-                res.seen,
-            )
-
-    @staticmethod
-    def _judge_qmp(step: QmpCommand, reply: dict[str, Any], res: StepResult) -> None:
-        exp = step.expect
-        if "error" in reply:
-            err = reply["error"]
-            res.seen = f"error {err.get('class')}: {err.get('desc')}"
-            if exp is None or not exp.expects_error:
-                raise StepFailed(
-                    f"qmp {step.command} failed: {err.get('class')}: {err.get('desc')}",
-                    None,
-                    res.seen,
-                )
-            if exp.error != err.get("class"):
-                raise StepFailed(
-                    f"qmp {step.command}: expected error class {exp.error}, got "
-                    f"{err.get('class')}: {err.get('desc')}",
-                    exp.error,
-                    res.seen,
-                )
-            return
-        res.seen = _short(reply.get("return"))
-        if exp is None:
-            return
-        if exp.expects_error:
-            raise StepFailed(
-                f"qmp {step.command}: expected error {exp.error}, it succeeded", exp.error, res.seen
-            )
-        why = subset_mismatch(exp.return_, reply.get("return"), "return")
-        if why is not None:
-            raise StepFailed(f"qmp {step.command}: {why}", _short(exp.return_), res.seen)
-
-
-def _short(value: Any, limit: int = 300) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        who = "the guest" if isinstance(step, GuestVerify) else "the host"
+        check_hash(step.action, rng, want, text, seen, who)
