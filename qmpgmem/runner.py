@@ -104,7 +104,12 @@ def step_skip_reason(step: Step, engine: str, accel: str, host: HostContext) -> 
     if engine == "kvm" and isinstance(step, _QEMU_ONLY):
         return f"step {step.action} needs the qemu engine (the kvm engine has no QMP monitor)"
     if engine == "qemu" and isinstance(step, _KVM_ONLY):
-        return f"step {step.action} needs the kvm engine (QEMU exposes no guest_memfd fd)"
+        why = (
+            "qmpgmem has no host mapping of QEMU's guest memory to write through"
+            if isinstance(step, HostWrite)
+            else "QEMU exposes no guest_memfd fd"
+        )
+        return f"step {step.action} needs the kvm engine ({why})"
     if isinstance(step, GuestConvert):
         if accel == "tcg":
             return (
@@ -280,14 +285,34 @@ class ScenarioRun:
             )
         return reason
 
-    async def run(self) -> ScenarioResult:
-        t0 = time.monotonic()
+    async def decide(self) -> tuple[Status | None, str]:
+        """Before anything starts: (SKIPPED, why), (ERROR, why), or (None, "") to run.
+
+        Also what ``qmpgmem run --plan`` prints, so a plan and a run never disagree.
+        """
         skip = self.engine_limits() or await self.plan_guest_memfd() or self.preflight()
         if skip:
-            return self._result(Status.SKIPPED, skip, t0)
+            return Status.SKIPPED, skip
         invalid = self.qmp_schema_problem()
         if invalid:
-            return self._result(Status.ERROR, invalid, t0)
+            return Status.ERROR, invalid
+        return None, ""
+
+    async def plan(self) -> ScenarioResult:
+        """The decision alone, as a result: skipped or error with the reason, else passed
+        with the reason "would run" and no steps."""
+        t0 = time.monotonic()
+        status, reason = await self.decide()
+        if status is None:
+            qemu = f" with {self.qemu_binary}" if self.options.engine == "qemu" else ""
+            return self._result(Status.PASSED, f"would run{qemu}", t0)
+        return self._result(status, reason, t0)
+
+    async def run(self) -> ScenarioResult:
+        t0 = time.monotonic()
+        decided, decided_reason = await self.decide()
+        if decided is not None:
+            return self._result(decided, decided_reason, t0)
         try:
             engine: Engine = self.engine_factory(self)
         except UnsupportedStep as exc:

@@ -73,15 +73,21 @@ async def run_scenarios(
     options: RunOptions | Sequence[RunOptions],
     on_start: Callable[[LoadedScenario], None] | None = None,
     on_result: Callable[[ScenarioResult], None] | None = None,
+    plan_only: bool = False,
 ) -> RunReport:
-    """Every scenario with each engine's options, in order; one report."""
+    """Every scenario with each engine's options, in order; one report.
+
+    ``plan_only``: decide each run (skip reasons, errors found before start) without
+    starting any VM; a runnable scenario is reported as passed with "would run".
+    """
     runs = [options] if isinstance(options, RunOptions) else list(options)
     results: list[ScenarioResult] = []
     for opts in runs:
         for loaded in scenarios:
             if on_start:
                 on_start(loaded)
-            result = await ScenarioRun(loaded, ctx, opts, build_engine).run()
+            run = ScenarioRun(loaded, ctx, opts, build_engine)
+            result = await (run.plan() if plan_only else run.run())
             results.append(result)
             if on_result:
                 on_result(result)

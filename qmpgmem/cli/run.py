@@ -64,6 +64,7 @@ async def _run(
     options: list[RunOptions],
     qemu: tuple[str, ...],
     console: Console,
+    plan: bool = False,
 ) -> RunReport:
     from qmpgmem.session import host_context, run_scenarios
 
@@ -81,7 +82,8 @@ async def _run(
     def on_result(r: ScenarioResult) -> None:
         nonlocal count
         count += 1
-        line = f"[{count:>{width}}/{total}] [{STYLE[r.status]}]{r.status.value.upper():7}[/] "
+        label = "RUNS" if plan and r.status is Status.PASSED else r.status.value.upper()
+        line = f"[{count:>{width}}/{total}] [{STYLE[r.status]}]{label:7}[/] "
         checks = [st for st in r.steps if st.expected is not None]
         computed = sum(1 for st in checks if st.computed)
         detail = f"{r.duration_s:.2f}s"
@@ -103,9 +105,9 @@ async def _run(
             status.update(escape(f"[{count + 1}/{total}] running {loaded.scenario.name} …"))
 
     if status is None:
-        return await run_scenarios(scenarios, ctx, options, on_result=on_result)
+        return await run_scenarios(scenarios, ctx, options, on_result=on_result, plan_only=plan)
     with status:
-        return await run_scenarios(scenarios, ctx, options, on_start, on_result)
+        return await run_scenarios(scenarios, ctx, options, on_start, on_result, plan_only=plan)
 
 
 async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
@@ -167,6 +169,12 @@ async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
     "transcript and a reproducer.",
 )
 @click.option("--keep-run-dirs", is_flag=True, help="Keep the files of passing runs too.")
+@click.option(
+    "--plan",
+    is_flag=True,
+    help="Boot no guest: print for each scenario and engine whether it would run here or why "
+    "it would be skipped (the same decision a run makes).",
+)
 def run(
     paths: tuple[Path, ...],
     engines: tuple[str, ...],
@@ -177,6 +185,7 @@ def run(
     junit_path: Path | None,
     artifacts: Path,
     keep_run_dirs: bool,
+    plan: bool,
 ) -> None:
     """Run scenarios (files or directories; default: scenarios/) on the built-in micro guest.
 
@@ -192,6 +201,7 @@ def run(
       qmpgmem run scenarios/ --accel tcg --junit build/junit.xml
       qmpgmem run --engine kvm scenarios/kernel
       qmpgmem run scenarios/ -k smoke --json report.json
+      qmpgmem run scenarios/ --engine qemu --engine kvm --plan
     """
     loaded, issues = load_paths(
         paths or (Path("scenarios"),), requirement_check=check_requirement_syntax
@@ -212,16 +222,19 @@ def run(
     ]
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     try:
-        report = asyncio.run(_cancellable(_run(selected, options, qemu, console)))
+        report = asyncio.run(_cancellable(_run(selected, options, qemu, console, plan)))
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("interrupted: all VMs were stopped", err=True)
         sys.exit(130)
-    console.print(summary_table(report))
     s = report.summary
-    console.print(
-        f"{s.passed} passed, {s.failed} failed, {s.errors} errors, {s.timeouts} timeouts, "
-        f"{s.skipped} skipped"
-    )
+    if plan:  # no table: the lines above are the plan
+        console.print(f"plan: {s.passed} would run, {s.skipped} skipped, {s.errors} errors")
+    else:
+        console.print(summary_table(report))
+        console.print(
+            f"{s.passed} passed, {s.failed} failed, {s.errors} errors, {s.timeouts} timeouts, "
+            f"{s.skipped} skipped"
+        )
     if json_path:
         from qmpgmem.report.json import write_json
 
