@@ -17,11 +17,11 @@ import asyncio
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
+from figures import median_latency, memory_figures
+
 from qmpgmem.engines.kvm.engine import KvmEngine
-from qmpgmem.guest import protocol
 from qmpgmem.scenario.model import VmSpec
 
 MiB = 1 << 20
@@ -47,31 +47,14 @@ async def in_vm(rom: bytes | None, run_dir: Path, n: int, memory: bool) -> dict[
     out: dict[str, float] = {}
     try:
         await eng.start()
-        assert eng.channel is not None
-        pings = []
-        for _ in range(max(n, 20)):
-            t = time.perf_counter()
-            await eng.channel.ping()
-            pings.append(time.perf_counter() - t)
-        out["ping round trip (ms)"] = statistics.median(pings) * 1e3
+        channel = eng.channel
+        assert channel is not None
+        out["ping round trip (ms)"] = await median_latency(channel.ping, max(n, 20)) * 1e3
         if memory:
-            rng = eng.resolve("g0", 0, 64 * MiB)
-            writes, hashes, reads = [], [], []
-            for seed in range(n):
-                t = time.perf_counter()
-                await eng.guest_write(rng, seed)
-                writes.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                got = await eng.guest_hash(rng)
-                hashes.append(time.perf_counter() - t)
-                assert got == protocol.pattern_hash(seed, 0, rng.size), "guest hash mismatch"
-                t = time.perf_counter()
-                data = await eng.host_read(rng)
-                reads.append(time.perf_counter() - t)
-                assert protocol.hash_bytes(data) == got, "host and guest disagree"
-            out["guest WRITE 64 MiB (ms)"] = statistics.median(writes) * 1e3
-            out["guest HASH 64 MiB (ms)"] = statistics.median(hashes) * 1e3
-            out["host read 64 MiB via gmem mmap (ms)"] = statistics.median(reads) * 1e3
+            m = await memory_figures(eng, eng.resolve("g0", 0, 64 * MiB), n)
+            out["guest WRITE 64 MiB (ms)"] = m["write_s"] * 1e3
+            out["guest HASH 64 MiB (ms)"] = m["hash_s"] * 1e3
+            out["host read 64 MiB via gmem mmap (ms)"] = m["host_read_s"] * 1e3
     finally:
         await eng.stop()
     return out

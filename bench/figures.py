@@ -1,0 +1,50 @@
+"""Measurements both benchmark scripts take of a running engine, defined once.
+
+Why shared: the QEMU and the direct KVM engine are compared figure by figure in
+docs/performance.md, so each figure must mean the same thing on both.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+from qmpgmem.engines.base import Engine, GuestRange
+from qmpgmem.guest import protocol
+
+
+async def median_latency(call: Callable[[], Awaitable[object]], n: int) -> float:
+    """Median seconds of ``n`` sequential awaits of ``call()``."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await call()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+async def memory_figures(eng: Engine, rng: GuestRange, n: int) -> dict[str, float]:
+    """Median seconds of a guest WRITE, a guest HASH and a host read of ``rng``, ``n`` times.
+
+    Every pass checks the guest's hash against the pattern and the host's bytes against the
+    guest's hash; the host read is timed without the host's hashing.
+    """
+    writes, hashes, reads = [], [], []
+    for seed in range(n):
+        t0 = time.perf_counter()
+        await eng.guest_write(rng, seed)
+        writes.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        got = await eng.guest_hash(rng)
+        hashes.append(time.perf_counter() - t0)
+        assert got == protocol.pattern_hash(seed, rng.offset, rng.size), "guest hash mismatch"
+        t0 = time.perf_counter()
+        data = await eng.host_read(rng)
+        reads.append(time.perf_counter() - t0)
+        assert protocol.hash_bytes(data) == got, "host and guest disagree"
+    return {
+        "write_s": statistics.median(writes),
+        "hash_s": statistics.median(hashes),
+        "host_read_s": statistics.median(reads),
+    }
