@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -16,6 +17,12 @@ import pytest
 from tests.conftest import our_qemu_pids
 
 pytestmark = [pytest.mark.qemu, pytest.mark.usefixtures("qemu_binary", "no_leftovers")]
+
+
+def with_vm(body: str) -> str:
+    """A scenario's text: its name, description and steps, plus the VM these tests share."""
+    return textwrap.dedent(body) + VM
+
 
 VM = """
 vm:
@@ -41,18 +48,19 @@ def test_wrong_expectation_fails_naming_step_range_and_hashes(
 ) -> None:
     path = write_scenario(
         "wrong",
-        f"""
+        with_vm(
+            """
         name: wrong-seed
         description: expects seed 2 where seed 1 was written
-        {VM.strip().replace(chr(10), chr(10) + "        ")}
         steps:
           - action: guest.write
-            range: {{region: m0, offset: 0, size: 64K}}
+            range: {region: m0, offset: 0, size: 64K}
             seed: 1
           - action: guest.verify
-            range: {{region: m0, offset: 0, size: 64K}}
-            expect: {{pattern: 2}}
-        """,
+            range: {region: m0, offset: 0, size: 64K}
+            expect: {pattern: 2}
+        """
+        ),
     )
     arts = tmp_path / "arts"
     res = qmpgmem(
@@ -86,21 +94,22 @@ def test_passing_run_leaves_nothing(
 ) -> None:
     path = write_scenario(
         "ok",
-        f"""
+        with_vm(
+            """
         name: ok
         description: write and verify
-        {VM.strip().replace(chr(10), chr(10) + "        ")}
         steps:
           - action: guest.write
-            range: {{region: m0, offset: 4K, size: 64K}}
+            range: {region: m0, offset: 4K, size: 64K}
             seed: 1
           - action: guest.verify
-            range: {{region: m0, offset: 4K, size: 64K}}
-            expect: {{pattern: 1}}
+            range: {region: m0, offset: 4K, size: 64K}
+            expect: {pattern: 1}
           - action: host.read
-            range: {{region: m0, offset: 4K, size: 64K}}
+            range: {region: m0, offset: 4K, size: 64K}
             expect: unchanged
-        """,
+        """
+        ),
     )
     res = qmpgmem("run", str(path), "--artifacts", str(tmp_path / "arts"), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -113,17 +122,18 @@ def test_step_timeout_is_a_timeout(
 ) -> None:
     path = write_scenario(
         "hang",
-        f"""
+        with_vm(
+            """
         name: paused-guest
         description: the guest is paused, so it cannot answer the verify
-        {VM.strip().replace(chr(10), chr(10) + "        ")}
         steps:
           - action: vm.stop
           - action: guest.verify
             timeout: 1s
-            range: {{region: m0, offset: 0, size: 4K}}
+            range: {region: m0, offset: 0, size: 4K}
             expect: zero
-        """,
+        """
+        ),
     )
     res = qmpgmem("run", str(path), "--artifacts", str(tmp_path / "arts"), cwd=tmp_path)
     assert res.returncode == 1
@@ -136,14 +146,15 @@ def test_signals_stop_everything(
 ) -> None:
     path = write_scenario(
         "long",
-        f"""
+        with_vm(
+            """
         name: long
         description: sleeps long enough to be interrupted
-        {VM.strip().replace(chr(10), chr(10) + "        ")}
         steps:
           - action: sleep
             seconds: 60
-        """,
+        """
+        ),
     )
     before = our_qemu_pids()
     proc = subprocess.Popen(
@@ -177,17 +188,18 @@ async def test_qemu_killed_mid_scenario_is_an_error(
 
     path = write_scenario(
         "killed",
-        f"""
+        with_vm(
+            """
         name: killed
         description: QEMU is killed while the scenario sleeps; the next step must error
-        {VM.strip().replace(chr(10), chr(10) + "        ")}
         steps:
           - action: sleep
             seconds: 3
           - action: guest.verify
-            range: {{region: m0, offset: 0, size: 4K}}
+            range: {region: m0, offset: 0, size: 4K}
             expect: zero
-        """,
+        """
+        ),
     )
     ctx = await host_context()
     before = our_qemu_pids()
@@ -215,17 +227,18 @@ def test_misspelt_qmp_command_fails_before_the_vm_starts(
 ) -> None:
     path = write_scenario(
         "typo",
-        f"""
+        with_vm(
+            """
         name: qmp-typo
         description: a misspelt QMP command is caught against the binary's schema
-        {VM.strip().replace(chr(10), chr(10) + "        ")}
         steps:
           - action: guest.write
-            range: {{region: m0, offset: 0, size: 4K}}
+            range: {region: m0, offset: 0, size: 4K}
             seed: 1
           - action: qmp
             command: query-memdevv
-        """,
+        """
+        ),
     )
     res = qmpgmem("run", str(path), "--json", str(tmp_path / "r.json"), cwd=tmp_path)
     assert res.returncode == 1
