@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qmpgmem.engines.base import Engine, GuestRange
 from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS
@@ -52,6 +52,10 @@ from qmpgmem.scenario.model import (
     VmStop,
     WaitEvent,
 )
+
+if TYPE_CHECKING:
+    from qmpgmem.engines.qemu.flavours import FlavourPlan
+    from qmpgmem.host.facts import KvmFacts, QemuFacts
 
 
 @dataclass
@@ -126,10 +130,10 @@ def step_skip_reason(step: Step, engine: str, accel: str, host: HostContext) -> 
     return None
 
 
-_FLAVOUR_CACHE: dict[tuple[str, str], Any] = {}
+_FLAVOUR_CACHE: dict[tuple[str, str], FlavourPlan] = {}
 
 
-async def confirmed_flavour(flavour: str, qemu: Any, kvm: Any) -> Any:
+async def confirmed_flavour(flavour: str, qemu: QemuFacts, kvm: KvmFacts) -> FlavourPlan:
     """The flavour plan confirmed with the real binary, once per binary and flavour."""
     from qmpgmem.engines.qemu.flavours import plan_flavour_confirmed
 
@@ -159,7 +163,7 @@ class ScenarioRun:
         self.observed: dict[tuple[str, int, int], int] = {}
         self.steps: list[StepResult] = []
         self.model: Any = None
-        self.gmem_plan: Any = None  # engines.qemu.flavours.FlavourPlan when guest_memfd is used
+        self.gmem_plan: FlavourPlan | None = None  # chosen when the VM uses guest_memfd
 
     def _result(self, status: Status, reason: str, t0: float, **kw: Any) -> ScenarioResult:
         return ScenarioResult(

@@ -46,12 +46,16 @@ async def host_context(qemu: Sequence[str] | str | None = None, probe: bool = Tr
         kvm_usable=hostinfo.kvm_usable(),
         kernel_release=hostinfo.kernel_release(),
         qemu_binaries=binaries,
-        qemu_versions={b: hostinfo.qemu_version(b) for b in binaries},
     )
-    if probe:
+    if probe:  # the probe asked each binary its version over QMP already
         from qmpgmem.host import probe_host
 
         ctx.facts = await probe_host(binaries)
+        for b in binaries:
+            q = ctx.facts.qemu_for(b)
+            ctx.qemu_versions[b] = q.version_str if q is not None else None
+    else:
+        ctx.qemu_versions = {b: hostinfo.qemu_version(b) for b in binaries}
     _CONTEXTS[key] = ctx
     return ctx
 
