@@ -86,4 +86,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 # Command modules register themselves on ``cli``; add a command by adding its import here.
-from qmpgmem.cli import contract, fuzz, image, probe, run, schema, validate  # noqa: E402, F401
+from qmpgmem.cli import contract, fuzz, image, lab, probe, run, schema, validate  # noqa: E402, F401

@@ -34,6 +34,7 @@ from qmpgmem.engines.base import Engine, GuestRange, RunArtifacts
 from qmpgmem.engines.kvm import abi
 from qmpgmem.engines.kvm import sys as ksys
 from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS, kvm_backend
+from qmpgmem.engines.kvm.cpuid import vcpu_cpuid
 from qmpgmem.engines.kvm.memory import GuestMemory, Placed
 from qmpgmem.engines.kvm.objects import Kvm, Vcpu, Vm
 from qmpgmem.engines.kvm.serial import Uart16550
@@ -76,7 +77,7 @@ _BIG_COPY: Final = 1 << 20  # copies above this go to a worker thread
 @functools.cache
 def _supported_cpuid() -> ctypes.Array[abi.kvm_cpuid_entry2]:
     with Kvm() as kvm:
-        return kvm.supported_cpuid()
+        return vcpu_cpuid(kvm.supported_cpuid())
 
 
 class _GuestInput(asyncio.WriteTransport):
