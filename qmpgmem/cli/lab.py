@@ -3,12 +3,22 @@ kernel's selftests inside, where KVM can convert memory between private and shar
 
 from __future__ import annotations
 
+import logging
+import shlex
+import shutil
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from qmpgmem.cli.main import cli
+from qmpgmem.cli.main import EXIT_FAILED, cli
+
+if TYPE_CHECKING:
+    from qmpgmem.lab.build import LabKernel
+    from qmpgmem.lab.machine import LabOutcome
 
 LAB_EPILOG = """\b
 The lab is a Linux guest (L1) booted under QEMU TCG with -cpu max: its emulated AMD CPU has
@@ -100,3 +110,274 @@ def kernel(series: str | None, jobs: int | None) -> None:
         err=True,
     )
     click.echo(str(built.root))
+
+
+# ---- booting L1 for a job ------------------------------------------------------------------
+
+#: ``qmpgmem run`` options whose values are host paths the job writes: rewritten to the share.
+_OUTPUT_OPTIONS = {"--json": "run.json", "--junit": "junit.xml", "--artifacts": "artifacts"}
+
+
+#: L1 console lines shown even without -v: the lab's own complaints and a dying kernel.
+_ALWAYS_SHOWN = ("QMPGMEM-LAB-FAILED", "QMPGMEM-LAB-WARNING", "Kernel panic", "Oops", "BUG:")
+
+
+def _lab_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every command that boots L1 takes."""
+    options = [
+        click.option(
+            "--kernel",
+            "series",
+            metavar="X.Y",
+            help="Lab kernel series (default: the newest one built; built when none is).",
+        ),
+        click.option(
+            "--l1-cpus", type=click.IntRange(1, 8), default=2, show_default=True,
+            help="vCPUs of L1 (TCG threads).",
+        ),
+        click.option(
+            "--l1-memory", type=click.IntRange(512), default=4096, show_default=True,
+            metavar="MIB", help="Memory of L1.",
+        ),
+        click.option(
+            "--l1-numa", type=click.IntRange(1, 4), default=1, show_default=True,
+            help="NUMA nodes of L1 (memory and vCPUs split evenly).",
+        ),
+        click.option(
+            "--l1-qemu", default="qemu-system-x86_64", show_default=True, metavar="BIN",
+            help="The host QEMU that runs L1 under TCG.",
+        ),
+        click.option(
+            "--timeout", type=click.FloatRange(min=10), default=1800.0, show_default=True,
+            help="Seconds before L1 is stopped, whatever it is doing.",
+        ),
+        click.option(
+            "--lab-logs",
+            type=click.Path(path_type=Path),
+            default=Path("qmpgmem-artifacts/lab"),
+            show_default=True,
+            help="Where L1's console log, QEMU log and argv are kept when L1 fails "
+            "(and always with -v).",
+        ),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _lab_kernel(series: str | None) -> LabKernel:
+    from qmpgmem.lab.build import build_kernel, find_kernel
+
+    found = find_kernel(series)
+    if found is not None:
+        return found
+    click.echo(
+        f"lab: no {'lab kernel ' + series if series else 'lab kernel'} built yet; building it "
+        "now (qmpgmem lab kernel, 15-25 minutes)",
+        err=True,
+    )
+    return build_kernel(series, None, _PhasePrinter())
+
+
+def _boot(
+    job: str, opts: dict[str, Any], collect: Callable[[Path], None] | None = None
+) -> tuple[LabOutcome, LabKernel]:
+    """Boot L1, run ``job``, hand its output directory to ``collect``; exits on failure."""
+    from qmpgmem.guest.image import guest_image
+    from qmpgmem.lab.machine import LabConfig, LabError, LabMachine
+
+    kernel = _lab_kernel(opts["series"])
+    for kind in ("rom", "pvh"):  # L1 sees the host's cache read-only: build images here
+        guest_image(kind)
+    config = LabConfig(
+        kernel=kernel,
+        qemu=opts["l1_qemu"],
+        cpus=opts["l1_cpus"],
+        memory_mib=opts["l1_memory"],
+        numa_nodes=opts["l1_numa"],
+        timeout=opts["timeout"],
+    )
+    verbose = logging.getLogger("qmpgmem").isEnabledFor(logging.INFO)
+
+    def on_line(kind: str, line: str) -> None:
+        if kind == "job":
+            click.echo(line)
+        elif verbose or any(word in line for word in _ALWAYS_SHOWN):
+            click.echo(f"L1| {line}", err=True)
+
+    click.echo(
+        f"lab: booting L1 ({kernel.release}, {config.cpus} vCPUs, {config.memory_mib} MiB, "
+        f"QEMU TCG -cpu max)",
+        err=True,
+    )
+    logs: Path = opts["lab_logs"]
+    try:
+        with LabMachine(config) as machine:
+            try:
+                outcome = machine.run(job, on_line)
+            except LabError as exc:
+                kept = machine.keep_logs(logs)
+                click.echo(f"lab: error: {exc}", err=True)
+                click.echo(f"lab: L1's logs kept in {kept[0].parent if kept else logs}", err=True)
+                raise click.exceptions.Exit(EXIT_FAILED) from None
+            if verbose:
+                machine.keep_logs(logs)
+            if collect is not None:
+                collect(machine.out_dir)
+    except KeyboardInterrupt:
+        click.echo("interrupted: L1 was stopped and its run directory removed", err=True)
+        sys.exit(130)
+    click.echo(
+        f"lab: L1 ready in {outcome.boot_seconds or 0:.1f} s, "
+        f"job {outcome.job_seconds or 0:.1f} s, wall {outcome.wall_seconds:.1f} s, "
+        f"job exit status {outcome.rc}",
+        err=True,
+    )
+    return outcome, kernel
+
+
+def _rewrite_outputs(args: list[str], share_out: str) -> tuple[list[str], dict[str, Path]]:
+    """Point the run's output options at the share; returns the new args and where each
+    output goes on the host."""
+    out: list[str] = []
+    wanted: dict[str, Path] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if name in _OUTPUT_OPTIONS:
+            if not eq:
+                if i + 1 >= len(args):
+                    raise click.UsageError(f"{name} needs a value")
+                value = args[i + 1]
+                i += 1
+            wanted[name] = Path(value)
+        else:
+            out.append(arg)
+        i += 1
+    wanted.setdefault("--artifacts", Path("qmpgmem-artifacts"))
+    for name, target in _OUTPUT_OPTIONS.items():
+        if name in wanted:
+            out += [name, f"{share_out}/{target}"]
+    return out, wanted
+
+
+def _copy_back(out_dir: Path, wanted: dict[str, Path]) -> None:
+    for name, host_path in wanted.items():
+        produced = out_dir / _OUTPUT_OPTIONS[name]
+        if not produced.exists():
+            continue
+        if produced.is_dir():
+            for item in produced.iterdir():
+                dest = host_path / item.name
+                host_path.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(item, dest, symlinks=True)
+        else:
+            host_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(produced, host_path)
+
+
+def _inner_qmpgmem() -> str:
+    """qmpgmem as L1 runs it: this interpreter (the venv's, visible through the host root)."""
+    return f"{shlex.quote(sys.executable)} -m qmpgmem"
+
+
+@lab.command(
+    "run",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
+    short_help="Run scenarios inside L1 (the run command's options).",
+)
+@_lab_options
+@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
+def lab_run(run_args: tuple[str, ...], **opts: Any) -> None:
+    """Run `qmpgmem run RUN_ARGS` inside L1, with its lines streamed live.
+
+    RUN_ARGS are the run command's paths and options, unchanged (see qmpgmem run --help);
+    --json, --junit and --artifacts are written on this host where you name them. Exit
+    status: the inner run's (0 all passed or skipped, 1 something failed), 1 when L1 failed,
+    130 when interrupted.
+
+    \b
+    Examples:
+      qmpgmem lab run --engine kvm scenarios/conversion
+      qmpgmem lab run --kernel 6.12 --engine kvm scenarios/conversion --json lab.json
+      qmpgmem lab run --engine qemu scenarios/conversion -k default-vm
+    """
+    from qmpgmem.lab.machine import SHARE_IN_L1
+
+    args, wanted = _rewrite_outputs(list(run_args), f"{SHARE_IN_L1}/out")
+    inner = f"{_inner_qmpgmem()} run {shlex.join(args)}"
+    outcome, _ = _boot(_job(inner), opts, lambda out: _copy_back(out, wanted))
+    raise click.exceptions.Exit(outcome.rc)
+
+
+def _job(command: str) -> str:
+    """A job that runs ``command`` with its output through a pipe (so the inner qmpgmem does
+    not take L1's serial console for a terminal) and exits with its status."""
+    return (
+        f'{{ {command}; echo $? > "$QMPGMEM_LAB_OUT/.rc"; }} 2>&1 | cat\n'
+        'exit "$(cat "$QMPGMEM_LAB_OUT/.rc" 2>/dev/null || echo 1)"\n'
+    )
+
+
+@lab.command("kernel-contract", short_help="Run the kernel-contract checks inside L1.")
+@_lab_options
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report here.")
+def lab_contract(json_path: Path | None, **opts: Any) -> None:
+    """Run `qmpgmem kernel-contract` inside L1 (kvm_amd with sw-protected VMs)."""
+    inner = f"{_inner_qmpgmem()} kernel-contract"
+    wanted: dict[str, Path] = {}
+    if json_path is not None:
+        inner += ' --json "$QMPGMEM_LAB_OUT/run.json"'
+        wanted["--json"] = json_path
+    outcome, _ = _boot(_job(inner), opts, lambda out: _copy_back(out, wanted))
+    raise click.exceptions.Exit(outcome.rc)
+
+
+@lab.command("selftests", short_help="Run the kernel's guest_memfd selftests inside L1.")
+@_lab_options
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write a JSON report.")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML.")
+def lab_selftests(json_path: Path | None, junit_path: Path | None, **opts: Any) -> None:
+    """Run the kernel's selftests built with the lab kernel, in L1, and report each like a
+    scenario: guest_memfd_test, private_mem_kvm_exits_test, private_mem_conversions_test
+    (plain, -n N -m N with N = L1's vCPUs, -s shmem) and set_memory_region_test.
+
+    Their exit status decides (0 pass, 4 skip, else fail); their TAP lines are the steps.
+    """
+    from qmpgmem.lab.selftests import collect, default_runs, job_script
+    from qmpgmem.report.result import HostInfo, RunReport, ScenarioResult, Summary
+
+    runs = default_runs(opts["l1_cpus"])
+    results: list[ScenarioResult] = []
+    kernel = _lab_kernel(opts["series"])
+
+    def gather(out: Path) -> None:
+        results.extend(collect(out, runs, kernel))
+
+    outcome, _ = _boot(job_script(kernel, runs), opts, gather)
+    for r in results:
+        line = f"{r.status.upper():8} {r.scenario} ({r.duration_s:.2f}s)"
+        click.echo(line + (f" — {r.reason}" if r.reason else ""))
+    report = RunReport(
+        summary=Summary.of(results),
+        results=results,
+        host=HostInfo(
+            kernel_release=outcome.kernel_release, kvm_backend="kvm_amd", engine="selftest"
+        ),
+    )
+    s = report.summary
+    click.echo(
+        f"{s.passed} passed, {s.failed} failed, {s.errors} errors, {s.timeouts} timeouts, "
+        f"{s.skipped} skipped"
+    )
+    if json_path:
+        from qmpgmem.report.json import write_json
+
+        write_json(report, json_path)
+    if junit_path:
+        from qmpgmem.report.junit import write_junit
+
+        write_junit(report, junit_path)
+    raise click.exceptions.Exit(0 if report.ok else EXIT_FAILED)

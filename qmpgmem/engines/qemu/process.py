@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:
+    """In the child between fork and exec: SIGKILL it when the parent (the runner) dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
@@ -94,7 +95,7 @@ class QemuProcess:
                     stderr=asyncio.subprocess.STDOUT,
                     pass_fds=(self.qmp_fd, self.serial_fd),
                     process_group=0,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             except OSError as exc:
                 raise VMLaunchError(f"cannot execute {argv[0]}: {exc}", argv) from exc
