@@ -11,7 +11,7 @@ have_qemu() {
     set -- $v
     [ "${1:-0}" -gt "$want_major" ] || { [ "${1:-0}" -eq "$want_major" ] && [ "${2:-0}" -ge "$want_minor" ]; }
 }
-have_tools() { command -v gcc >/dev/null && command -v ld >/dev/null && command -v objcopy >/dev/null && command -v make >/dev/null; }
+have_tools() { command -v gcc >/dev/null && command -v ld >/dev/null && command -v objcopy >/dev/null && command -v make >/dev/null && command -v cpio >/dev/null; }
 
 if have_qemu && have_tools; then
     echo "setup: $(qemu-system-x86_64 --version | head -n1) and the guest toolchain are present"
@@ -37,5 +37,5 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
-apt-get install -y -qq --no-install-recommends gcc binutils make ovmf >/dev/null
+apt-get install -y -qq --no-install-recommends gcc binutils make ovmf cpio >/dev/null
 echo "setup: installed $(qemu-system-x86_64 --version | head -n1)"
