@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from qmpgmem import hostinfo
 from qmpgmem.engines.factory import build_engine
 from qmpgmem.errors import SetupError
+from qmpgmem.host.cpu import cpu_kind
 from qmpgmem.report.result import HostInfo, RunReport, ScenarioResult, Summary
 from qmpgmem.rundir import reap_stale_run_dirs
 from qmpgmem.runner import HostContext, RunOptions, ScenarioRun
@@ -64,6 +65,7 @@ def host_info(ctx: HostContext, engine: str) -> HostInfo:
     return HostInfo(
         kernel_release=ctx.kernel_release,
         kvm_backend=ctx.kvm_backend or "none",
+        cpu=cpu_kind(),
         qemu_binary=ctx.qemu_binary,
         qemu_version=ctx.qemu_version,
         qemu_others={b: ctx.qemu_versions.get(b) for b in ctx.qemu_binaries[1:]},

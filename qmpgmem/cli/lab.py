@@ -364,7 +364,10 @@ def lab_selftests(json_path: Path | None, junit_path: Path | None, **opts: Any) 
         summary=Summary.of(results),
         results=results,
         host=HostInfo(
-            kernel_release=outcome.kernel_release, kvm_backend="kvm_amd", engine="selftest"
+            kernel_release=outcome.kernel_release,
+            kvm_backend="kvm_amd",
+            cpu="emulated (QEMU TCG, qmpgmem lab)",
+            engine="selftest",
         ),
     )
     s = report.summary

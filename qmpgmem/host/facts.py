@@ -67,6 +67,8 @@ class KvmFacts(_Model):
     api_version: int | None = None
     #: the vendor module serving /dev/kvm: kvm_intel, kvm_amd or kvm_pvm ("+"-joined if several)
     backend: str | None = None
+    #: the CPU the backend runs on: "bare metal", "virtual (KVM)", "emulated (QEMU TCG)"
+    cpu: str = ""
     #: KVM_CHECK_EXTENSION on /dev/kvm, keyed by the header's name (KVM_CAP_GUEST_MEMFD, ...)
     caps: dict[str, int] = Field(default_factory=dict)
     #: KVM_CAP_VM_TYPES decoded: default, sw-protected, sev, sev-es, sev-snp, tdx
@@ -114,6 +116,7 @@ class KvmFacts(_Model):
                 value=self.backend,
                 source="/sys/module/{kvm_intel,kvm_amd,kvm_pvm}",
             ),
+            Fact(name="cpu", value=self.cpu, source="CPUID 1 ECX[31] and 0x40000000; cmdline"),
         ]
         if not self.available:
             return out

@@ -27,6 +27,7 @@ from typing import Final
 
 from qmpgmem.engines.kvm import abi
 from qmpgmem.engines.kvm.objects import DEV_KVM, Kvm
+from qmpgmem.host.cpu import cpu_kind
 from qmpgmem.host.decode import (
     EXIT_HYPERCALL_NAMES,
     GMEM_FLAG_NAMES,
@@ -139,6 +140,7 @@ def _probe_uncached(
     facts: dict[str, object] = {
         "kernel_release": os.uname().release,
         "backend": vendor_backend(sys_module),
+        "cpu": cpu_kind(),
         "sev": read_module_bool(sys_module / "kvm_amd/parameters/sev"),
         "sev_es": read_module_bool(sys_module / "kvm_amd/parameters/sev_es"),
         "sev_snp": read_module_bool(sys_module / "kvm_amd/parameters/sev_snp"),

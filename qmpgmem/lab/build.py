@@ -11,6 +11,7 @@ kernel. An entry is complete or absent: it is assembled in a temporary directory
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -18,7 +19,6 @@ import re
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -55,6 +55,7 @@ BUILD_PACKAGES: Final = (
     ("xz", "xz-utils"),
     ("/usr/include/libelf.h", "libelf-dev"),
     ("/usr/include/openssl/opensslv.h", "libssl-dev"),
+    ("rsync", "rsync"),  # make headers_install
     ("/usr/include/numaif.h", "libnuma-dev"),  # guest_memfd_test's mempolicy checks
 )
 
@@ -256,16 +257,28 @@ def _record_objects(series: str, objects: int) -> None:
 
 
 @contextlib.contextmanager
-def _scratch(parent: Path) -> Iterator[Path]:
-    parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="build-", dir=parent))
-    try:
+def _work_dir(path: Path) -> Iterator[Path]:
+    """The build tree of one cache entry, locked against a second build of the same entry.
+
+    Kept when the build fails, so the next call resumes where make stopped instead of
+    starting the quarter of an hour again; removed once the entry is installed.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    with (path / ".lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SetupError(f"another qmpgmem is building this lab kernel in {path}") from None
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
-def _unpack_source(deb: Path, work: Path) -> Path:
+def _unpack_source(deb: Path, work: Path) -> tuple[Path, bool]:
+    """The kernel tree, and whether it is a failed build's tree that make resumes in."""
+    trees = [p for p in (work / "src").glob("*") if (p / ".qmpgmem-unpacked").is_file()]
+    if trees:
+        return trees[0], True
+    shutil.rmtree(work / "src", ignore_errors=True)
+    shutil.rmtree(work / "pkg", ignore_errors=True)
     unpack_deb(deb, work / "pkg")
     tarballs = sorted((work / "pkg/usr/src").glob("linux-source-*.tar.*"))
     if not tarballs:
@@ -276,7 +289,8 @@ def _unpack_source(deb: Path, work: Path) -> Path:
     trees = [p for p in (work / "src").iterdir() if (p / "Makefile").is_file()]
     if len(trees) != 1:
         raise SetupError(f"{tarballs[0].name} did not unpack to one kernel tree")
-    return trees[0]
+    (trees[0] / ".qmpgmem-unpacked").touch()
+    return trees[0], False
 
 
 def configure(tree: Path, log_file: Path) -> str:
@@ -322,12 +336,14 @@ def build_kernel(
         )
     jobs = jobs or len(os.sched_getaffinity(0))
     cache = lab_cache()
-    with _scratch(cache / "work") as work:
+    with _work_dir(cache / "work" / source.key) as work:
         log_file = work / "build.log"
         report(f"download {source.package} {source.version}", 0, None)
         deb = _apt_for(source).download(source.package, source.version, cache / "downloads")
         report("unpack", 0, None)
-        tree = _unpack_source(deb, work)
+        tree, resumed = _unpack_source(deb, work)
+        if resumed:
+            report(f"resume the build kept in {work}", 0, None)
         report("configure", 0, None)
         config = configure(tree, log_file)
         estimate = _estimated_objects(source.series)
@@ -349,6 +365,7 @@ def build_kernel(
         selftest_seconds = time.monotonic() - t1
         report("install into the cache", 0, None)
         staged = work / "entry"
+        shutil.rmtree(staged, ignore_errors=True)
         (staged / "selftests").mkdir(parents=True)
         shutil.copy2(tree / "arch/x86/boot/bzImage", staged / "bzImage")
         (staged / "config").write_text(config)
@@ -370,5 +387,7 @@ def build_kernel(
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(entry)
         os.rename(staged, entry)
-        _record_objects(source.series, objects)
+        if not resumed:  # a resumed build compiled only what was left
+            _record_objects(source.series, objects)
+    shutil.rmtree(work, ignore_errors=True)
     return kernel

@@ -40,6 +40,8 @@ class StepResult(BaseModel):
 class HostInfo(BaseModel):
     kernel_release: str = ""
     kvm_backend: str = ""
+    #: the CPU under KVM: "bare metal", "virtual (KVM)", "emulated (QEMU TCG, qmpgmem lab)"
+    cpu: str = ""
     qemu_binary: str | None = None
     qemu_version: str | None = None
     qemu_others: dict[str, str | None] = Field(default_factory=dict)  # more --qemu binaries
