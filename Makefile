@@ -10,7 +10,7 @@ SID_QEMU_PREFIX := build/qemu-sid
 SID_QEMU := $(SID_QEMU_PREFIX)/qemu-system-x86_64
 SID_QEMU_ARG = $$(test -x $(SID_QEMU) && echo --qemu qemu-system-x86_64 --qemu $(SID_QEMU))
 
-.PHONY: setup run test lint bench clean image sid-qemu
+.PHONY: setup run test lint bench clean image sid-qemu lab lab-setup
 
 setup: $(STAMP) image sid-qemu
 
@@ -36,8 +36,17 @@ test: setup
 	  $(BIN)/pytest -q -ra --junitxml=build/junit.xml
 
 lint: setup
-	$(BIN)/ruff check qmpgmem tests bench
+	$(BIN)/ruff check qmpgmem tests tests_lab bench
 	$(BIN)/mypy
+
+# Optional: real private<->shared conversions in a nested L1 (docs/lab.md). The first call
+# builds the lab kernel (15-25 min on 2 cores), later ones find it in ~/.cache/qmpgmem/lab.
+lab-setup: setup
+	bash tools/install-lab-deps.sh
+	$(BIN)/qmpgmem lab kernel
+
+lab: lab-setup
+	$(BIN)/pytest -q -ra tests_lab --junitxml=build/junit-lab.xml
 
 bench: setup
 	$(BIN)/python bench/run_all.py

@@ -89,7 +89,12 @@ def _clock(seconds: float) -> str:
     "Default: the newest Debian offers (sid's).",
 )
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="make -j (default: usable cores).")
-def kernel(series: str | None, jobs: int | None) -> None:
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Ask Debian for the newest version now (else its answer is reused for 12 hours).",
+)
+def kernel(series: str | None, jobs: int | None, refresh: bool) -> None:
     """Build the lab kernel from Debian's linux-source and cache it with the selftests.
 
     The configuration is x86_64_defconfig + kvm_guest.config + KVM, kvm_amd and
@@ -101,7 +106,7 @@ def kernel(series: str | None, jobs: int | None) -> None:
     from qmpgmem.lab.build import build_kernel
 
     printer = _PhasePrinter()
-    built = build_kernel(series, jobs, printer)
+    built = build_kernel(series, jobs, printer, refresh)
     if printer.tty and printer.phase.startswith("build"):
         click.echo("", err=True)
     click.echo(

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from qmpgmem.errors import SetupError
 from qmpgmem.lab import kconfig
@@ -157,9 +157,30 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", version)[:4])
 
 
-def resolve_source(series: str | None) -> KernelSource:
+#: How long an answer of the archive is trusted before `lab kernel` asks again.
+RESOLVE_TTL: Final = 12 * 3600.0
+
+
+def resolve_source(series: str | None, refresh: bool = False) -> KernelSource:
     """Which linux-source to build: the newest Debian offers (sid's), or ``series`` from the
-    system's suites (bookworm has 6.12) or else from sid. Needs the archive."""
+    system's suites (bookworm has 6.12) or else from sid. Asks the archive at most every
+    RESOLVE_TTL seconds (``refresh`` asks now), so a second call is instant."""
+    memo = lab_cache() / "resolved.json"
+    key = series or "newest"
+    answers: dict[str, dict[str, Any]] = {}
+    with contextlib.suppress(OSError, ValueError):
+        answers = json.loads(memo.read_text())
+    known = answers.get(key)
+    if known and not refresh and time.time() - float(known.get("at", 0)) < RESOLVE_TTL:
+        return KernelSource(known["package"], known["version"], known["suite"])
+    source = _ask_archive(series)
+    answers[key] = {**asdict(source), "at": time.time()}
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps(answers, indent=1) + "\n")
+    return source
+
+
+def _ask_archive(series: str | None) -> KernelSource:
     sid = PrivateApt(lab_cache() / "apt-sid", "sid")
     sid.update()
     if series is None:
@@ -317,13 +338,23 @@ def selftest_arch(tree: Path) -> str:
 
 
 def build_kernel(
-    series: str | None = None, jobs: int | None = None, progress: Progress | None = None
+    series: str | None = None,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    refresh: bool = False,
 ) -> LabKernel:
     """The lab kernel for ``series`` (None: the newest Debian offers), from the cache when an
     entry for the same source version and config exists, else fetched and built."""
     report = progress or (lambda phase, done, total: None)
     report("resolve source", 0, None)
-    source = resolve_source(series)
+    try:
+        source = resolve_source(series, refresh)
+    except SetupError as exc:
+        fallback = find_kernel(series)
+        if fallback is None:
+            raise
+        report(f"cannot ask Debian ({exc}); using the cached {fallback.version}", 0, None)
+        return fallback
     entry = kernels_dir() / source.key
     cached = LabKernel.load(entry)
     if cached is not None:

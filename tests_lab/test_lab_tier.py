@@ -1,0 +1,117 @@
+"""Real private<->shared conversions in the lab, the checks that must fail there, the kernel
+contract, and the kernel's own selftests on the same kernel."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests_lab.conftest import lab, statuses
+
+CONVERSION = "scenarios/conversion"
+
+#: Wrong expectations: each must FAIL where conversions really happen.
+WRONG = {
+    "wrong-host-sees-private": """
+        name: wrong-host-sees-private
+        description: Claims the host reads the guest's private data (it must not).
+        requires: [kvm, guest_memfd, "vm_type:sw-protected", memory_attributes_private,
+                   exit_hypercall_map_gpa_range, hypercall_returns]
+        vm:
+          vm_type: sw-protected
+          memory: [{id: m0, size: 4M, backend: guest_memfd, gmem_flags: []}]
+        steps:
+          - {action: guest.convert, range: {region: m0, offset: 1M, size: 64K}, to: private}
+          - {action: guest.write, range: {region: m0, offset: 1M, size: 64K}, seed: 5}
+          - {action: guest.verify, range: {region: m0, offset: 1M, size: 64K},
+             expect: {pattern: 5}}
+          - action: host.read
+            range: {region: m0, offset: 1M, size: 64K}
+            expect: {pattern: 5}
+        """,
+    "wrong-data-survives-conversion": """
+        name: wrong-data-survives-conversion
+        description: Claims data survives a private->shared round trip (it must not).
+        requires: [kvm, guest_memfd, "vm_type:sw-protected", memory_attributes_private,
+                   exit_hypercall_map_gpa_range, hypercall_returns]
+        vm:
+          vm_type: sw-protected
+          memory: [{id: m0, size: 4M, backend: guest_memfd, gmem_flags: []}]
+        steps:
+          - {action: guest.write, range: {region: m0, offset: 2M, size: 64K}, seed: 9}
+          - {action: guest.convert, range: {region: m0, offset: 2M, size: 64K}, to: private}
+          - {action: guest.convert, range: {region: m0, offset: 2M, size: 64K}, to: shared}
+          - {action: guest.verify, range: {region: m0, offset: 2M, size: 64K},
+             expect: {pattern: 9}}
+        """,
+}
+
+
+def test_conversions_pass_and_wrong_expectations_fail(lab_kernel: str, tmp_path: Path) -> None:
+    wrong_dir = tmp_path / "wrong"
+    wrong_dir.mkdir()
+    for name, text in WRONG.items():
+        (wrong_dir / f"{name}.yaml").write_text(textwrap.dedent(text))
+    report = tmp_path / "run.json"
+    done = lab(
+        "run", "--engine", "kvm", CONVERSION, "scenarios/kernel", str(wrong_dir),
+        "--json", str(report), "--artifacts", str(tmp_path / "artifacts"),
+    )  # fmt: skip
+    assert done.returncode == 1, "the wrong expectations must make the run fail"
+    seen = statuses(report)
+    for name in WRONG:
+        assert seen[(name, "kvm")] == "failed", seen
+    for (name, engine), status in seen.items():
+        if name in WRONG:
+            continue
+        assert status == "passed", f"{name} [{engine}] is {status} in the lab"
+    conversions = [n for (n, _) in seen if n.startswith("conversion-")]
+    assert len(conversions) >= 6
+    data = json.loads(report.read_text())
+    assert data["host"]["kvm_backend"] == "kvm_amd"
+    assert data["host"]["cpu"].startswith("emulated"), "lab results must say the CPU is emulated"
+
+
+def test_qemu_engine_hypercall_scenarios(lab_kernel: str, tmp_path: Path) -> None:
+    """On kvm_amd a guest hypercall returns: QEMU's default VM answers -KVM_ENOSYS."""
+    report = tmp_path / "run.json"
+    done = lab("run", "--engine", "qemu", CONVERSION, "--json", str(report))
+    assert done.returncode == 0, done.stdout[-3000:]
+    seen = statuses(report)
+    assert seen[("conversion-convert-on-default-vm", "qemu")] == "passed"
+
+
+def test_kernel_contract_has_no_failed_check(lab_kernel: str, tmp_path: Path) -> None:
+    report = tmp_path / "contract.json"
+    done = lab("kernel-contract", "--json", str(report))
+    data = json.loads(report.read_text())
+    failed = [c for c in data if c["outcome"] == "failed"]
+    assert not failed, failed
+    assert done.returncode == 0
+
+
+def test_kernel_selftests_pass(lab_kernel: str, tmp_path: Path) -> None:
+    report = tmp_path / "selftests.json"
+    done = lab("selftests", "--json", str(report))
+    seen = statuses(report)
+    assert len(seen) == 6
+    bad = {k: v for k, v in seen.items() if v != "passed"}
+    assert not bad, bad
+    assert done.returncode == 0
+
+
+@pytest.mark.parametrize("series", ["6.12"])
+def test_conversions_on_another_kernel(series: str, tmp_path: Path) -> None:
+    """Every conversion scenario on an older lab kernel too, where it is built."""
+    from qmpgmem.lab.build import find_kernel
+
+    if find_kernel(series) is None:
+        pytest.skip(f"no {series} lab kernel built (qmpgmem lab kernel --version {series})")
+    report = tmp_path / "run.json"
+    done = lab("run", "--kernel", series, "--engine", "kvm", CONVERSION, "--json", str(report))
+    seen = statuses(report)
+    assert all(v == "passed" for v in seen.values()), seen
+    assert done.returncode == 0
