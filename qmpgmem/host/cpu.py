@@ -17,7 +17,7 @@ import mmap
 from pathlib import Path
 from typing import Final
 
-__all__ = ["CpuKind", "cpu_kind", "cpuid", "hypervisor_signature"]
+__all__ = ["CpuKind", "cpu_kind", "cpuid", "describe", "hypervisor_signature"]
 
 # void f(u32 leaf, u32 subleaf, u32 out[4]) in the SysV ABI: push rbx; mov r8,rdx;
 # mov eax,edi; mov ecx,esi; cpuid; mov [r8],eax; mov [r8+4],ebx; mov [r8+8],ecx;
@@ -90,11 +90,14 @@ def _cmdline(path: Path = Path("/proc/cmdline")) -> str:
 @functools.cache
 def cpu_kind() -> CpuKind:
     """How the CPU that KVM runs on is provided (see the module docstring)."""
-    if LAB_MARK in _cmdline().split():
+    return describe(_cmdline(), cpuid(1) is not None, hypervisor_signature())
+
+
+def describe(cmdline: str, cpuid_works: bool, signature: str | None) -> CpuKind:
+    """The description from what was read (pure, for tests)."""
+    if LAB_MARK in cmdline.split():
         return CpuKind("emulated (QEMU TCG, qmpgmem lab)")
-    signature = hypervisor_signature()
-    leaf1 = cpuid(1)
-    if leaf1 is None:
+    if not cpuid_works:
         return CpuKind("unknown (cpuid not executable here)")
     if signature is None:
         return CpuKind("bare metal")

@@ -118,7 +118,7 @@ def test_no_kvm_is_a_fact_not_an_error(tmp_path: Path) -> None:
     assert not facts.available
     assert str(tmp_path / "kvm") in (facts.unavailable_reason or "")
     assert facts.caps == {} and facts.vm_types == [] and facts.backend is None
-    assert [f.name for f in facts.facts()] == ["kernel_release", "kvm", "backend"]
+    assert [f.name for f in facts.facts()] == ["kernel_release", "kvm", "backend", "cpu"]
 
 
 def _module(root: Path, name: str, **params: str) -> None:
