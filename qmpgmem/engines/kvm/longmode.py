@@ -7,10 +7,19 @@ here. ``RFLAGS.IOPL=3`` lets ring-3 code use ``out`` to talk to the VMM.
 
 Tables (in a RAM slot at GPA 0): GDT at 0x1000, PML4 at 0x2000, PDPT at 0x3000, one page
 directory at 0x4000 mapping the first GiB with 2 MiB user pages.
+
+Why the vCPU needs its CPUID first: upstream KVM_SET_SREGS validates EFER against the *guest*
+CPUID (arch/x86/kvm/x86.c: __kvm_valid_efer refuses EFER.LME/LMA without X86_FEATURE_LM, and
+kvm_is_valid_sregs calls it; Linux 7.2 moved the latter to arch/x86/kvm/regs.c), and a new
+vCPU has an empty CPUID, so kvm_intel and kvm_amd answer EINVAL until KVM_SET_CPUID2 ran —
+the kernel selftests always set it first (vm_arch_vcpu_add → vcpu_init_cpuid). kvm_pvm accepts
+the registers without it. Pass ``cpuid`` (e.g. :func:`.cpuid.vcpu_cpuid` of
+:meth:`.objects.Kvm.supported_cpuid`) to have it set here, or set it before calling.
 """
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from typing import Final
 
@@ -59,8 +68,16 @@ def _segment(selector: int, code: bool) -> abi.kvm_segment:
     )
 
 
-def enter_user_long_mode(vcpu: Vcpu, rip: int, rsp: int) -> None:
-    """Registers for 64-bit CPL3 code at ``rip`` (tables from :func:`write_tables`)."""
+def enter_user_long_mode(
+    vcpu: Vcpu,
+    rip: int,
+    rsp: int,
+    cpuid: ctypes.Array[abi.kvm_cpuid_entry2] | None = None,
+) -> None:
+    """Registers for 64-bit CPL3 code at ``rip`` (tables from :func:`write_tables`); with
+    ``cpuid``, KVM_SET_CPUID2 first (see the module docstring for why it must come first)."""
+    if cpuid is not None:
+        vcpu.set_cpuid(cpuid)
     sregs = vcpu.get_sregs()
     sregs.cs = _segment(USER_CS, code=True)
     data = _segment(USER_DS, code=False)

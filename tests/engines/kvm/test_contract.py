@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from qmpgmem.engines.kvm import contract
+from qmpgmem.engines.kvm import abi, contract, longmode
 from qmpgmem.engines.kvm.backend import kvm_backend
-from qmpgmem.engines.kvm.contract import CHECKS, Check, Env, Mismatch, Outcome, Skip
+from qmpgmem.engines.kvm.contract import (
+    CHECKS,
+    Check,
+    Env,
+    Mismatch,
+    Outcome,
+    Skip,
+    on_emulated_cpu,
+)
 from qmpgmem.engines.kvm.objects import Kvm
+from qmpgmem.host.cpu import cpu_kind
 
 from .helpers import needs_kvm
 
@@ -17,15 +26,17 @@ from .helpers import needs_kvm
 def test_check_against_this_kernel(chk: Check) -> None:
     backend = kvm_backend()
     with Kvm() as kvm:
-        result = chk.run(Env(kvm, backend))
+        env = Env(kvm, backend, cpu_emulated=cpu_kind().emulated)
+        result = chk.run(env)
     assert result.name == chk.name and result.backend == backend
     if result.outcome is Outcome.SKIPPED:
         assert result.detail, "a skip must say why"
         return
     if result.outcome is Outcome.DEVIATION:
-        # only a deviation the check documents for this backend, and it names the backend
-        assert backend in chk.deviations
-        assert result.detail.startswith(f"{backend}: ")
+        # only a deviation the check documents for this host, and it names its key
+        key = chk.deviation_key(env)
+        assert key is not None and key.startswith(backend)
+        assert result.detail.startswith(f"{key}: ")
         return
     assert result.outcome is Outcome.PASSED, result.detail
 
@@ -38,9 +49,14 @@ def test_checks_are_named_and_sourced() -> None:
         assert "." in c.name
 
 
-def _run(body: object, deviations: dict[str, str] | None = None, backend: str = "kvm_x") -> object:
+def _run(
+    body: object,
+    deviations: dict[str, str] | None = None,
+    backend: str = "kvm_x",
+    emulated: bool = False,
+) -> object:
     chk = Check("t.x", "upstream says so", "api.rst", body, deviations or {})  # type: ignore[arg-type]
-    return chk.run(Env(kvm=None, backend=backend))  # type: ignore[arg-type]
+    return chk.run(Env(kvm=None, backend=backend, cpu_emulated=emulated))  # type: ignore[arg-type]
 
 
 def _mismatch(env: Env) -> None:
@@ -90,3 +106,130 @@ def test_expect_helpers() -> None:
         contract.expect_errno("x", lambda: (_ for _ in ()).throw(OSError(1, "perm")), 22)
     with pytest.raises(Mismatch, match="failed: ENOENT"):
         contract.expect_ok("x", lambda: (_ for _ in ()).throw(OSError(2, "noent")))
+
+
+# -- deviations keyed to an emulated CPU -----------------------------------------------------------
+
+
+def test_an_emulated_cpu_deviation_applies_only_on_an_emulated_cpu() -> None:
+    devs = {on_emulated_cpu("kvm_x"): "the emulator skips it"}
+    r = _run(_mismatch, devs, emulated=True)
+    assert r.outcome is Outcome.DEVIATION  # type: ignore[attr-defined]
+    assert r.detail == (  # type: ignore[attr-defined]
+        "kvm_x on an emulated CPU: the emulator skips it; observed: saw something else"
+    )
+    # the same backend on a real CPU, or another backend on an emulated one: a failure
+    assert _run(_mismatch, devs).outcome is Outcome.FAILED  # type: ignore[attr-defined]
+    r = _run(_mismatch, devs, backend="kvm_y", emulated=True)
+    assert r.outcome is Outcome.FAILED  # type: ignore[attr-defined]
+    r = _run(_ok, devs, emulated=True)
+    assert "kvm_x on an emulated CPU deviation did not show" in r.detail  # type: ignore[attr-defined]
+
+
+def test_the_emulated_cpu_key_wins_and_the_backend_key_still_applies() -> None:
+    both = {"kvm_x": "backend reason", on_emulated_cpu("kvm_x"): "emulator reason"}
+    r = _run(_mismatch, both, emulated=True)
+    assert r.detail.startswith("kvm_x on an emulated CPU: emulator reason")  # type: ignore[attr-defined]
+    r = _run(_mismatch, {"kvm_x": "backend reason"}, emulated=True)
+    assert r.detail.startswith("kvm_x: backend reason")  # type: ignore[attr-defined]
+
+
+def _by_name(name: str) -> Check:
+    return next(c for c in CHECKS if c.name == name)
+
+
+def test_readonly_descriptor_records_the_tcg_svm_deviation_narrowly() -> None:
+    chk = _by_name("memslot.readonly_descriptor")
+    reason = chk.deviations[on_emulated_cpu("kvm_amd")]
+    assert "seen only on QEMU TCG's SVM" in reason and "helper_ljmp_protected" in reason
+    assert "kvm_amd" not in chk.deviations and "kvm_intel" not in chk.deviations
+
+
+@needs_kvm
+@pytest.mark.parametrize(
+    ("backend", "emulated"), [("kvm_intel", False), ("kvm_intel", True), ("kvm_amd", False)]
+)
+def test_readonly_descriptor_still_fails_off_the_emulated_kvm_amd(
+    backend: str, emulated: bool
+) -> None:
+    """Wherever this host's behaviour (a hang on kvm_pvm, an exit-less run on TCG) is not the
+    recorded deviation, the check fails: the expectation is not weakened."""
+    if kvm_backend() != "kvm_pvm":
+        pytest.skip("needs a host where memslot.readonly_descriptor mismatches (kvm_pvm)")
+    with Kvm() as kvm:
+        result = _by_name("memslot.readonly_descriptor").run(
+            Env(kvm, backend, cpu_emulated=emulated)
+        )
+    assert result.outcome is Outcome.FAILED, result.detail
+    assert "KVM_RUN did not return" in result.detail
+
+
+# -- bind.same_range_twice: EEXIST upstream, EINVAL measured on kvm_pvm ----------------------------
+
+
+def test_same_range_twice_expects_eexist_with_its_source() -> None:
+    chk = _by_name("bind.same_range_twice")
+    assert "(EEXIST)" in chk.expectation
+    assert "kvm_gmem_bind" in chk.source and "7.2" in chk.source and "-EINVAL" in chk.source
+    assert "EINVAL" in chk.deviations["kvm_pvm"]
+    assert set(chk.deviations) == {"kvm_pvm"}
+
+
+@needs_kvm
+def test_same_range_twice_fails_where_einval_is_not_a_recorded_deviation() -> None:
+    chk = _by_name("bind.same_range_twice")
+    with Kvm() as kvm:
+        here = chk.run(Env(kvm, kvm_backend()))
+        other = chk.run(Env(kvm, "kvm_intel"))
+    if here.outcome is Outcome.PASSED and not here.detail:
+        assert other.outcome is Outcome.PASSED  # a kernel with the 7.2 errno: nothing to show
+        return
+    assert here.outcome is Outcome.DEVIATION and here.detail.startswith("kvm_pvm: ")
+    assert "failed with EINVAL, not EEXIST" in here.detail
+    assert other.outcome is Outcome.FAILED
+    assert other.detail == "the same range at another GPA failed with EINVAL, not EEXIST"
+
+
+# -- the vCPU's CPUID comes before its long-mode registers -----------------------------------------
+
+
+class _RecordingVcpu:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def set_cpuid(self, entries: object) -> None:
+        self.calls.append("set_cpuid")
+
+    def get_sregs(self) -> abi.kvm_sregs:
+        self.calls.append("get_sregs")
+        return abi.kvm_sregs()
+
+    def set_sregs(self, sregs: abi.kvm_sregs) -> None:
+        self.calls.append("set_sregs")
+
+    def set_regs(self, regs: abi.kvm_regs) -> None:
+        self.calls.append("set_regs")
+
+
+def test_enter_user_long_mode_sets_the_cpuid_first() -> None:
+    vcpu = _RecordingVcpu()
+    entries = (abi.kvm_cpuid_entry2 * 1)()
+    longmode.enter_user_long_mode(vcpu, 0x10000, 0x80000, cpuid=entries)  # type: ignore[arg-type]
+    assert vcpu.calls == ["set_cpuid", "get_sregs", "set_sregs", "set_regs"]
+    vcpu = _RecordingVcpu()
+    longmode.enter_user_long_mode(vcpu, 0x10000, 0x80000)  # type: ignore[arg-type]
+    assert "set_cpuid" not in vcpu.calls
+
+
+@needs_kvm
+def test_env_vcpu_has_long_mode_in_its_cpuid() -> None:
+    """What kvm_intel/kvm_amd need before EFER.LME/LMA (x86.c: __kvm_valid_efer): CPUID
+    0x80000001 EDX[29] (LM) in the vCPU's CPUID; Env.vcpu sets KVM's supported CPUID."""
+    with Kvm() as kvm, kvm.create_vm() as vm:
+        supported = kvm.supported_cpuid()
+        ext = [e for e in supported if e.function == 0x80000001]
+        assert ext and ext[0].edx & (1 << 29), "KVM offers no long mode here"
+        vcpu = Env(kvm, kvm_backend()).vcpu(vm)
+        longmode.enter_user_long_mode(vcpu, longmode.FREE_GPA, 0x80000)
+        sregs = vcpu.get_sregs()
+        assert sregs.efer & longmode.EFER_LMA and sregs.cs.l == 1
