@@ -4,14 +4,17 @@ Why checks and not scenarios: most of the contract is about the ioctls themselve
 KVM_CREATE_GUEST_MEMFD takes, what a second binding of a range gets, what fallocate accepts),
 not about what a guest sees, so each check drives the kernel directly with :mod:`.objects`.
 
-Every check carries the upstream expectation and where it comes from (Linux 6.18:
+Every check carries the upstream expectation and where it comes from (Linux 6.18, and 7.2
+where upstream changed an errno since:
 tools/testing/selftests/kvm/guest_memfd_test.c, set_memory_region_test.c,
 Documentation/virt/kvm/api.rst, virt/kvm/guest_memfd.c). A result is one of:
 
 * ``passed``   — the kernel does what upstream promises;
 * ``failed``   — it does not, and nothing explains why;
 * ``deviation`` — it does not, on a backend whose difference is measured and written down in
-  the check (``deviations``); the expectation itself is never weakened for a backend;
+  the check (``deviations``, keyed by backend, or by :func:`on_emulated_cpu` of it for what
+  only an emulated CPU such as the lab's QEMU TCG does); the expectation itself is never
+  weakened for a backend;
 * ``skipped``  — the host cannot run the check (the reason says what is missing).
 
 docs/kernel-contract.md lists the checks; ``python -m qmpgmem.engines.kvm.contract`` runs them.

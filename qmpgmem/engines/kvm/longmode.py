@@ -10,7 +10,7 @@ directory at 0x4000 mapping the first GiB with 2 MiB user pages.
 
 Why the vCPU needs its CPUID first: upstream KVM_SET_SREGS validates EFER against the *guest*
 CPUID (arch/x86/kvm/x86.c: __kvm_valid_efer refuses EFER.LME/LMA without X86_FEATURE_LM, and
-kvm_is_valid_sregs calls it; Linux 7.2 moved the latter to arch/x86/kvm/regs.c), and a new
+kvm_is_valid_sregs, in arch/x86/kvm/regs.c of the lab's 7.2 source, calls it), and a new
 vCPU has an empty CPUID, so kvm_intel and kvm_amd answer EINVAL until KVM_SET_CPUID2 ran —
 the kernel selftests always set it first (vm_arch_vcpu_add → vcpu_init_cpuid). kvm_pvm accepts
 the registers without it. Pass ``cpuid`` (e.g. :func:`.cpuid.vcpu_cpuid` of
