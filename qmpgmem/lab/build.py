@@ -263,8 +263,8 @@ def _make_counting(
 
 def _estimated_objects(series: str) -> int:
     stats = lab_cache() / "build-stats.json"
-    with contextlib.suppress(OSError, ValueError):
-        return int(json.loads(stats.read_text())[series])
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        return int(json.loads(stats.read_text()).get(series, DEFAULT_OBJECTS))
     return DEFAULT_OBJECTS
 
 
