@@ -13,16 +13,20 @@ from tests_lab.conftest import lab, statuses
 
 CONVERSION = "scenarios/conversion"
 
+#: What each wrong-expectation scenario runs on: a sw-protected VM with one guest_memfd region.
+SW_PROTECTED_VM = """
+requires: [kvm, guest_memfd, "vm_type:sw-protected", memory_attributes_private,
+           exit_hypercall_map_gpa_range, hypercall_returns]
+vm:
+  vm_type: sw-protected
+  memory: [{id: m0, size: 4M, backend: guest_memfd, gmem_flags: []}]
+"""
+
 #: Wrong expectations: each must FAIL where conversions really happen.
 WRONG = {
     "wrong-host-sees-private": """
         name: wrong-host-sees-private
         description: Claims the host reads the guest's private data (it must not).
-        requires: [kvm, guest_memfd, "vm_type:sw-protected", memory_attributes_private,
-                   exit_hypercall_map_gpa_range, hypercall_returns]
-        vm:
-          vm_type: sw-protected
-          memory: [{id: m0, size: 4M, backend: guest_memfd, gmem_flags: []}]
         steps:
           - {action: guest.convert, range: {region: m0, offset: 1M, size: 64K}, to: private}
           - {action: guest.write, range: {region: m0, offset: 1M, size: 64K}, seed: 5}
@@ -35,11 +39,6 @@ WRONG = {
     "wrong-data-survives-conversion": """
         name: wrong-data-survives-conversion
         description: Claims data survives a private->shared round trip (it must not).
-        requires: [kvm, guest_memfd, "vm_type:sw-protected", memory_attributes_private,
-                   exit_hypercall_map_gpa_range, hypercall_returns]
-        vm:
-          vm_type: sw-protected
-          memory: [{id: m0, size: 4M, backend: guest_memfd, gmem_flags: []}]
         steps:
           - {action: guest.write, range: {region: m0, offset: 2M, size: 64K}, seed: 9}
           - {action: guest.convert, range: {region: m0, offset: 2M, size: 64K}, to: private}
@@ -54,7 +53,7 @@ def test_conversions_pass_and_wrong_expectations_fail(lab_kernel: str, tmp_path:
     wrong_dir = tmp_path / "wrong"
     wrong_dir.mkdir()
     for name, text in WRONG.items():
-        (wrong_dir / f"{name}.yaml").write_text(textwrap.dedent(text))
+        (wrong_dir / f"{name}.yaml").write_text(textwrap.dedent(text) + SW_PROTECTED_VM)
     report = tmp_path / "run.json"
     done = lab(
         "run", "--engine", "kvm", CONVERSION, "scenarios/kernel", str(wrong_dir),

@@ -376,16 +376,8 @@ def lab_selftests(json_path: Path | None, junit_path: Path | None, **opts: Any) 
         ),
     )
     s = report.summary
-    click.echo(
-        f"{s.passed} passed, {s.failed} failed, {s.errors} errors, {s.timeouts} timeouts, "
-        f"{s.skipped} skipped"
-    )
-    if json_path:
-        from qmpgmem.report.json import write_json
+    click.echo(s.counts())
+    from qmpgmem.report.files import write_reports
 
-        write_json(report, json_path)
-    if junit_path:
-        from qmpgmem.report.junit import write_junit
-
-        write_junit(report, junit_path)
+    write_reports(report, json_path, junit_path)
     raise click.exceptions.Exit(0 if report.ok else EXIT_FAILED)

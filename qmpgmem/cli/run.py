@@ -231,16 +231,8 @@ def run(
         console.print(f"plan: {s.passed} would run, {s.skipped} skipped, {s.errors} errors")
     else:
         console.print(summary_table(report))
-        console.print(
-            f"{s.passed} passed, {s.failed} failed, {s.errors} errors, {s.timeouts} timeouts, "
-            f"{s.skipped} skipped"
-        )
-    if json_path:
-        from qmpgmem.report.json import write_json
+        console.print(s.counts())
+    from qmpgmem.report.files import write_reports
 
-        write_json(report, json_path)
-    if junit_path:
-        from qmpgmem.report.junit import write_junit
-
-        write_junit(report, junit_path)
+    write_reports(report, json_path, junit_path)
     raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_FAILED)

@@ -70,6 +70,13 @@ class Summary(BaseModel):
     timeouts: int = 0
     skipped: int = 0
 
+    def counts(self) -> str:
+        """The closing line every command prints: "3 passed, 0 failed, ... 1 skipped"."""
+        return (
+            f"{self.passed} passed, {self.failed} failed, {self.errors} errors, "
+            f"{self.timeouts} timeouts, {self.skipped} skipped"
+        )
+
     @classmethod
     def of(cls, results: list[ScenarioResult]) -> Summary:
         def n(s: Status) -> int:
