@@ -40,6 +40,7 @@ from qmpgmem.scenario.units import (
 __all__ = [
     "EXPECT_TAGS",
     "MAX_MEMORY",
+    "MAX_VCPUS",
     "PAGE_SIZE",
     "REQUIREMENT_CHECK",
     "STEP_ACTIONS",
@@ -81,6 +82,8 @@ PAGE_SIZE: Final = 4096
 #: Total guest memory a scenario may ask for; the micro guest needs far less.
 MAX_MEMORY: Final = 2 << 30
 RANGE_ALIGN: Final = 8
+#: vCPUs a VM may have (the micro guest's per-vCPU tables are sized for this many).
+MAX_VCPUS: Final = 8
 U64_MAX: Final = 2**64 - 1
 
 
@@ -334,7 +337,9 @@ class VmSpec(StrictModel):
 
     machine: Literal["microvm", "q35", "pc"] = "microvm"
     accel: Literal["kvm", "tcg", "auto"] = "auto"
-    cpus: int = Field(1, ge=1, le=64)
+    #: vCPUs of the VM (QEMU -smp, or vCPUs of the direct KVM VM); the micro guest brings
+    #: them all up and guest steps name the one that runs them (``vcpu``).
+    vcpus: int = Field(1, ge=1, le=MAX_VCPUS)
     #: KVM VM type, used by the direct KVM engine.
     vm_type: Literal["default", "sw-protected", "sev", "sev-es", "sev-snp", "tdx"] = "default"
     memory: list[Region] = Field(min_length=1)

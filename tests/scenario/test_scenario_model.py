@@ -74,7 +74,7 @@ def test_minimal_scenario_defaults() -> None:
     s = Scenario.model_validate(scenario())
     assert s.requires == [] and s.tags == [] and s.expect_trace == []
     assert s.timeouts == Timeouts(boot=30, step=30, total=300)
-    assert s.vm.machine == "microvm" and s.vm.accel == "auto" and s.vm.cpus == 1
+    assert s.vm.machine == "microvm" and s.vm.accel == "auto" and s.vm.vcpus == 1
     assert s.vm.vm_type == "default" and s.vm.qemu_args == []
     assert s.vm.guest == GuestSpec(image="microguest", boot="auto")
     ram, gmem = s.vm.memory
@@ -204,13 +204,13 @@ def test_vm_total_memory_bounded() -> None:
     assert only_error(data, VmSpec) == ("qmpgmem_too_large", ("memory",))
 
 
-@pytest.mark.parametrize(("cpus", "ok"), [(1, True), (64, True), (0, False), (65, False)])
-def test_vm_cpus_bounds(cpus: int, ok: bool) -> None:
-    data = {"memory": [RAM], "cpus": cpus}
+@pytest.mark.parametrize(("vcpus", "ok"), [(1, True), (8, True), (0, False), (9, False)])
+def test_vm_vcpus_bounds(vcpus: int, ok: bool) -> None:
+    data = {"memory": [RAM], "vcpus": vcpus}
     if ok:
-        assert VmSpec.model_validate(data).cpus == cpus
+        assert VmSpec.model_validate(data).vcpus == vcpus
     else:
-        assert only_error(data, VmSpec)[1] == ("cpus",)
+        assert only_error(data, VmSpec)[1] == ("vcpus",)
 
 
 def test_vm_qemu_args_must_be_a_list() -> None:

@@ -171,8 +171,8 @@ class KvmEngine(Engine):
             raise UnsupportedStep("the direct KVM engine boots the micro guest ROM, not PVH")
         if spec.accel == "tcg":
             raise UnsupportedStep("accel tcg asks for an emulator; the KVM engine is KVM only")
-        if spec.cpus != 1:
-            raise UnsupportedStep(f"the direct KVM engine runs one vCPU, the VM asks {spec.cpus}")
+        if spec.vcpus != 1:
+            raise UnsupportedStep(f"the direct KVM engine runs one vCPU, the VM asks {spec.vcpus}")
         if spec.vm_type in NEEDS_LAUNCH_FLOW:
             raise UnsupportedStep(
                 f"VM type {spec.vm_type} needs a confidential launch flow "

@@ -100,7 +100,7 @@ def build_argv(
         "-name", name,
         "-machine", _opts(vm.machine, machine_opts),
         "-accel", accel,
-        "-smp", str(vm.cpus),
+        "-smp", str(vm.vcpus),
         "-m", f"{layout.total_size // 1024}K",
         "-nodefaults", "-no-user-config", "-display", "none",
         "-S",

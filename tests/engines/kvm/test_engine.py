@@ -184,7 +184,7 @@ async def test_hypercall_refused_without_private_memory(tmp_path: Path, minirom:
     ("changes", "match"),
     [
         ({"vm_type": "sev-snp"}, "launch flow"),
-        ({"cpus": 2}, "one vCPU"),
+        ({"vcpus": 2}, "one vCPU"),
         ({"accel": "tcg"}, "tcg"),
         ({"guest": {"boot": "pvh"}}, "PVH"),
     ],
