@@ -146,6 +146,11 @@ def _publish(out: Path, final: Path) -> None:
         os.rename(out, final)
 
 
+def _workdir(root: Path, digest: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".build-{digest[:12]}-", dir=root))
+
+
 def guest_image(kind: ImageKind, *, cache: Path | None = None) -> Path:
     """The built image of ``kind`` ("rom" or "pvh"), building it first when needed.
 
@@ -163,10 +168,21 @@ def guest_image(kind: ImageKind, *, cache: Path | None = None) -> Path:
     if not _complete(final):
         _check_tools()
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            workdir = Path(tempfile.mkdtemp(prefix=f".build-{digest[:12]}-", dir=root))
+            workdir = _workdir(root, digest)
         except OSError as exc:
-            raise SetupError(f"cannot create the micro guest cache under {root}: {exc}") from exc
+            if cache is not None:
+                raise SetupError(
+                    f"cannot create the micro guest cache under {root}: {exc}"
+                ) from exc
+            # A read-only home (the lab's L1 sees the host's read-only): build privately.
+            root = Path(tempfile.gettempdir()) / "qmpgmem-microguest"
+            final = root / digest
+            try:
+                workdir = _workdir(root, digest)
+            except OSError as exc2:
+                raise SetupError(
+                    f"cannot create the micro guest cache under {root}: {exc2}"
+                ) from exc
         try:
             out = _build(files, workdir)
             _publish(out, final)

@@ -173,3 +173,17 @@ def test_default_cache_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert image.cache_root() == tmp_path / "qmpgmem" / "microguest"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert image.cache_root() == Path(os.path.expanduser("~/.cache/qmpgmem/microguest"))
+
+
+def test_read_only_cache_builds_privately(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lab's L1 sees the host's home read-only: a needed build goes under TMPDIR."""
+    import tempfile
+
+    from qmpgmem.guest.image import guest_image
+
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/qmpgmem-not-writable")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    rom = guest_image("rom")
+    assert rom.is_relative_to(tmp_path / "qmpgmem-microguest")
+    assert rom.stat().st_size == 64 * 1024
+    assert guest_image("rom") == rom
