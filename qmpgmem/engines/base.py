@@ -11,9 +11,13 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from qmpgmem.errors import UnsupportedStep
+from qmpgmem.errors import GuestProtocolError, UnsupportedStep
+from qmpgmem.guest import protocol
+
+if TYPE_CHECKING:
+    from qmpgmem.guest.channel import GuestChannel
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,58 @@ class GuestRange:
     offset: int  # from the region's start; the pattern is a function of it
     size: int
     gpa: int  # guest-physical address of ``offset``
+
+
+@dataclass(frozen=True)
+class GuestJob:
+    """One guest operation on a named vCPU (a step with ``vcpu``, or one of guest.parallel)."""
+
+    kind: Literal["write", "hash", "convert"]
+    rng: GuestRange
+    vcpu: int = 0
+    seed: int = 0
+    private: bool = False
+
+    def line(self) -> str:
+        """The request line the vCPU runs."""
+        r = self.rng
+        if self.kind == "write":
+            return protocol.request_write(r.gpa, r.size, self.seed, r.offset)
+        if self.kind == "hash":
+            return protocol.request_hash(r.gpa, r.size)
+        return protocol.request_convert(r.gpa, r.size, self.private)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a job's vCPU answered: its APIC ID, and the hash or the hypercall's rax."""
+
+    apic: int | None
+    value: int | None = None
+
+
+async def run_guest_jobs(channel: GuestChannel, jobs: list[GuestJob]) -> list[JobResult]:
+    """One job: ``@<k> ...``; several: armed and started together (``GO``), results in order.
+
+    Why one helper for both engines: they share the guest channel, and the wire forms of a
+    job and of its reply are the protocol's, not an engine's.
+    """
+    if len(jobs) == 1:
+        replies = [await channel.request_apic(protocol.request_on(jobs[0].vcpu, jobs[0].line()))]
+    else:
+        replies = await channel.parallel([(job.vcpu, job.line()) for job in jobs])
+    results = []
+    for job, (apic, text) in zip(jobs, replies, strict=True):
+        parts = text.split()
+        try:
+            expected = {"write": 0, "hash": 1, "convert": 2}[job.kind]
+            if len(parts) != expected or (job.kind == "convert" and parts[0] != "RET"):
+                raise ValueError(text)
+            value = None if job.kind == "write" else int(parts[-1], 16 if expected == 1 else 10)
+        except (ValueError, IndexError):
+            raise GuestProtocolError(f"vCPU {job.vcpu}: {job.kind} answered {text!r}") from None
+        results.append(JobResult(apic, value))
+    return results
 
 
 @dataclass
@@ -73,6 +129,10 @@ class Engine(abc.ABC):
     async def guest_convert(self, rng: GuestRange, private: bool) -> int:
         """Ask the guest to convert a range; returns the hypercall's return value verbatim."""
         raise UnsupportedStep(f"engine {self.name} cannot convert guest memory")
+
+    async def guest_jobs(self, jobs: list[GuestJob]) -> list[JobResult]:
+        """Run jobs on the vCPUs they name, all at the same time; results in order."""
+        raise UnsupportedStep(f"engine {self.name} runs guest work on one vCPU only")
 
     # -- host side -------------------------------------------------------------------------
     async def host_read(self, rng: GuestRange) -> bytes:

@@ -15,6 +15,14 @@ Host -> guest requests (numbers in hex, no 0x):
     CONVERT <gpa> <size> <P|S>   -> OK RET <rax as signed decimal>   (KVM_HC_MAP_GPA_RANGE)
     EXIT <code>                  -> (no reply; isa-debug-exit at port 0xf4)
 
+Several vCPUs (the BSP, vCPU 0, owns this line and hands jobs to the others):
+
+    SMP <n>                      -> OK SMP <apic of vCPU 0> ... <apic of vCPU n-1>
+    @<k> <request>               -> @<apic> <the request's reply>   (run on vCPU k, waited for)
+    ARM <k> <request>            -> OK ARMED                         (a job for vCPU k, not run)
+    GO                           -> OK GO <jobs>       (all armed jobs at once; waits for all)
+    RESULT <k>                   -> @<apic> <reply of vCPU k's job>
+
 Guest -> host, unsolicited, once per boot:
 
     HELLO microguest <version> sys=<base>-<end> cpl=<n> vendor=<AMD|Intel|other>
@@ -179,3 +187,24 @@ def request_convert(gpa: int, size: int, private: bool) -> str:
 
 def request_exit(code: int) -> str:
     return f"EXIT {code:x}"
+
+
+def request_on(vcpu: int, line: str) -> str:
+    """``line`` run on vCPU ``vcpu`` (the BSP waits for it)."""
+    return f"@{vcpu:x} {line}"
+
+
+def request_arm(vcpu: int, line: str) -> str:
+    """``line`` armed for vCPU ``vcpu``; ``GO`` starts every armed job at once."""
+    return f"ARM {vcpu:x} {line}"
+
+
+def split_apic(reply: str) -> tuple[int | None, str]:
+    """``"@<apic> rest"`` -> (apic, rest); any other line -> (None, line)."""
+    if reply.startswith("@"):
+        head, _, rest = reply.partition(" ")
+        try:
+            return int(head[1:], 16), rest
+        except ValueError:
+            pass
+    return None, reply

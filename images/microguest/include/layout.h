@@ -25,6 +25,22 @@
 #define MG_PAYLOAD_MAX 0x100000 /* the payload must end below 0x200000 */
 #define MG_USTACK_TOP 0x400000 /* CPL3 stack 0x200000-0x3fffff */
 
+/*
+ * Application processors (docs/guest-protocol.md, "Several vCPUs"). vCPU k (1..MG_MAX_CPUS-1)
+ * starts at the SIPI trampoline (copied below 1 MiB by the BSP), then has its own TSS
+ * (GDT selector MG_SEL_TSS + 16*k), CPL0 stack and CPL3 stack in 0x20000-0x9ffff.
+ */
+#define MG_MAX_CPUS 8
+#define MG_AP_TRAMP 0x20000 /* SIPI vector 0x20: real mode at CS=0x2000, IP=0 */
+#define MG_AP_SIPI_VECTOR (MG_AP_TRAMP >> 12)
+#define MG_AP_TSS 0x21000 /* 128 bytes per vCPU: 104-byte TSS, no I/O bitmap */
+#define MG_AP_KSTACK 0x30000 /* CPL0 stacks, 8 KiB each: top of vCPU k = base + (k+1)*8K */
+#define MG_AP_KSTACK_SIZE 0x2000
+#define MG_AP_USTACK 0x40000 /* CPL3 stacks, 32 KiB each, to 0x80000 */
+#define MG_AP_USTACK_SIZE 0x8000
+#define MG_AP_GDT_LIMIT (0x30 + 16 * MG_MAX_CPUS - 1) /* room for every vCPU's TSS */
+#define MG_APIC_BASE 0xfee00000 /* xAPIC MMIO, reached at CPL3 through the identity map */
+
 /* Segment selectors of the guest's GDT. */
 #define MG_SEL_CODE32 0x08
 #define MG_SEL_DATA 0x10

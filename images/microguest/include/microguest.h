@@ -38,6 +38,22 @@ int cpu_cpl(void);
 int cpu_on_kvm(void); /* a KVM hypercall can be made (not TCG, not bare metal) */
 s64 cpu_hypercall(u64 nr, u64 a0, u64 a1, u64 a2);
 
+/* main.c: one request into a reply (no '\n'); an AP runs jobs through it too */
+#define MAX_LINE 127
+struct reply {
+    char buf[128];
+    usize n;
+};
+void reply_add(struct reply *r, const char *s);
+void mg_handle(const char *line, usize n, struct reply *r, int on_ap);
+
+/* smp.c: the APs and their mailboxes (docs/guest-protocol.md, "Several vCPUs") */
+void smp_start(u64 vcpus, struct reply *r);           /* SMP: bring up APs 1..vcpus-1 */
+const char *smp_arm(u64 k, const char *line, usize n); /* NULL, or the ERR text */
+u32 smp_go(void);                                      /* run all armed jobs, wait: count */
+int smp_result(u64 k, struct reply *r);                /* "@<apic> <reply>"; 0: none */
+u32 cpu_apic_id(void);
+
 /* fmt.c: numbers on the wire */
 int fmt_parse_hex(const char *s, usize n, u64 *out);
 usize fmt_hex(char *dst, u64 v, int width);

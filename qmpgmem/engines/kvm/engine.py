@@ -4,10 +4,12 @@ Why a second engine next to QEMU: it can do what QEMU cannot — put any scenari
 guest_memfd of a plain VM, punch holes in it or allocate it from the host, read and write it
 through the file's own mapping — and it shows what the kernel does without a VMM in between.
 
-The VM: one vCPU from the reset vector of the micro guest ROM (the same image QEMU's microvm
-runs), the guest's sys area as anonymous memory at GPA 0, the scenario regions after it
-(:mod:`.memory`), COM1 and isa-debug-exit emulated in the vCPU thread (:mod:`.vcpu_thread`),
-the guest channel over that COM1 (:class:`~qmpgmem.guest.channel.GuestChannel`).
+The VM: ``vm.vcpus`` vCPUs, each with its own worker thread; vCPU 0 from the reset vector of
+the micro guest ROM (the same image QEMU's microvm runs), the others once the guest starts
+them with INIT/SIPI (:mod:`.smp`), the guest's sys area as anonymous memory at GPA 0, the
+scenario regions after it (:mod:`.memory`), COM1 and isa-debug-exit emulated in the vCPU
+threads (:mod:`.vcpu_thread`), the guest channel over that COM1
+(:class:`~qmpgmem.guest.channel.GuestChannel`).
 
 Conversions: KVM_HC_MAP_GPA_RANGE exits are enabled wherever KVM offers them and handled as the
 kernel selftests' VMM does: KVM_SET_MEMORY_ATTRIBUTES, then the other side of the range is
@@ -30,7 +32,14 @@ import time
 from pathlib import Path
 from typing import Final
 
-from qmpgmem.engines.base import Engine, GuestRange, RunArtifacts
+from qmpgmem.engines.base import (
+    Engine,
+    GuestJob,
+    GuestRange,
+    JobResult,
+    RunArtifacts,
+    run_guest_jobs,
+)
 from qmpgmem.engines.kvm import abi
 from qmpgmem.engines.kvm import sys as ksys
 from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS, kvm_backend
@@ -38,6 +47,7 @@ from qmpgmem.engines.kvm.cpuid import vcpu_cpuid
 from qmpgmem.engines.kvm.memory import GuestMemory, Placed
 from qmpgmem.engines.kvm.objects import Kvm, Vcpu, Vm
 from qmpgmem.engines.kvm.serial import Uart16550
+from qmpgmem.engines.kvm.smp import LocalApics, enter_sipi_state
 from qmpgmem.engines.kvm.vcpu_thread import EndReason, VcpuEnd, VcpuRunner, install_kick_signal
 from qmpgmem.engines.layout import place_regions
 from qmpgmem.errors import (
@@ -142,6 +152,10 @@ class KvmEngine(Engine):
         self._kvm: Kvm | None = None
         self._vm: Vm | None = None
         self._vcpu: Vcpu | None = None
+        self._vcpus: list[Vcpu] = []
+        #: the APs' runners, started by the guest's SIPI (vCPU id -> runner)
+        self._ap_runners: dict[int, VcpuRunner] = {}
+        self._apics = LocalApics(vm.vcpus, self._on_sipi)
         self._memory: GuestMemory | None = None
         self._uart: Uart16550 | None = None
         self._runner: VcpuRunner | None = None
@@ -149,6 +163,7 @@ class KvmEngine(Engine):
         self._reader: asyncio.StreamReader | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._initial: tuple[abi.kvm_regs, abi.kvm_sregs] | None = None
+        self._ap_initial: dict[int, tuple[abi.kvm_regs, abi.kvm_sregs]] = {}
         self._private_mem = False
         self._hypercall_exit = False
         self._events: list[str] = []
@@ -171,8 +186,6 @@ class KvmEngine(Engine):
             raise UnsupportedStep("the direct KVM engine boots the micro guest ROM, not PVH")
         if spec.accel == "tcg":
             raise UnsupportedStep("accel tcg asks for an emulator; the KVM engine is KVM only")
-        if spec.vcpus != 1:
-            raise UnsupportedStep(f"the direct KVM engine runs one vCPU, the VM asks {spec.vcpus}")
         if spec.vm_type in NEEDS_LAUNCH_FLOW:
             raise UnsupportedStep(
                 f"VM type {spec.vm_type} needs a confidential launch flow "
@@ -227,6 +240,7 @@ class KvmEngine(Engine):
         except BaseException:
             await self.stop()
             raise
+        await self._start_aps()
         self.ready_after = time.perf_counter() - t0
         self._event(f"HELLO after {self.ready_after * 1e3:.2f} ms: {self.hello}")
 
@@ -267,9 +281,16 @@ class KvmEngine(Engine):
                 f"size {placed.size:#x} slot {placed.slot}"
                 + (f" gmem flags {placed.gmem.flags:#x}" if placed.gmem else "")
             )
-        vcpu = self._vcpu = vm.create_vcpu(0)  # closed by vm.close()
-        vcpu.set_cpuid(_supported_cpuid())
+        for index in range(self.spec.vcpus):  # closed by vm.close()
+            vcpu = vm.create_vcpu(index)
+            vcpu.set_cpuid(_supported_cpuid())
+            self._vcpus.append(vcpu)
+            if index:
+                self._ap_initial[index] = (vcpu.get_regs(), vcpu.get_sregs())
+        vcpu = self._vcpu = self._vcpus[0]
         self._initial = (vcpu.get_regs(), vcpu.get_sregs())
+        if self.spec.vcpus > 1:
+            self._event(f"{self.spec.vcpus} vCPUs; the APs wait for the guest's SIPI")
 
         install_kick_signal()
         self._uart = Uart16550(self._on_output)
@@ -291,8 +312,37 @@ class KvmEngine(Engine):
     def _start_runner(self) -> None:
         assert self._vcpu is not None and self._uart is not None
         self.end = None
-        self._runner = VcpuRunner(self._vcpu, self._uart, self._on_hypercall, self._on_end)
+        self._runner = VcpuRunner(
+            self._vcpu, self._uart, self._on_hypercall, self._on_end, self._apics.mmio
+        )
         self._runner.start()
+
+    async def _start_aps(self) -> None:
+        """After HELLO: the guest starts vCPUs 1..n-1 (SMP), each answering its APIC ID."""
+        if self.spec.vcpus == 1:
+            return
+        assert self.channel is not None
+        try:
+            async with asyncio.timeout(self._boot_timeout):
+                apics = await self.channel.start_vcpus(self.spec.vcpus)
+        except BaseException:
+            await self.stop()
+            raise
+        self._event(f"vCPUs up, APIC IDs {apics}")
+
+    def _on_sipi(self, target: int, vector: int) -> None:
+        """From the BSP's thread: a SIPI to ``target`` starts its thread, once per boot."""
+        if target in self._ap_runners or self._uart is None or self._stopped:
+            return
+        vcpu = self._vcpus[target]
+        enter_sipi_state(vcpu, self._ap_initial[target], vector)
+        runner = VcpuRunner(vcpu, self._uart, self._on_hypercall, self._on_end, self._apics.mmio)
+        self._ap_runners[target] = runner
+        self._event(f"SIPI vector {vector:#x}: vCPU {target} started")
+        runner.start()
+
+    def _all_runners(self) -> list[VcpuRunner]:
+        return [r for r in (self._runner, *self._ap_runners.values()) if r is not None]
 
     # -- called from the vCPU thread -----------------------------------------------------------
     def _call_in_loop(self, fn: object, *args: object) -> None:
@@ -308,6 +358,8 @@ class KvmEngine(Engine):
             self._call_in_loop(reader.feed_data, data)
 
     def _on_end(self, end: VcpuEnd) -> None:
+        if self.end is not None and end.reason == EndReason.STOPPED:
+            return  # an AP stopping after the VM already ended
         self.end = end
         self._event(f"vCPU ended: {end.reason} {end.detail}")
         reader = self._reader
@@ -373,8 +425,7 @@ class KvmEngine(Engine):
         if self._stopped:
             return
         self._stopped = True
-        runner = self._runner
-        if runner is not None and not await asyncio.to_thread(runner.stop):
+        if not await asyncio.to_thread(self._stop_all):
             # The thread still uses the vCPU mapping: leave the VM to it rather than unmap
             # memory under a running KVM_RUN.
             log.error("the vCPU thread did not stop; leaking its VM to stay memory-safe")
@@ -389,6 +440,10 @@ class KvmEngine(Engine):
             self._memory = None
             self._write_log()
 
+    def _stop_all(self) -> bool:
+        """Stop every vCPU thread; True when all ended."""
+        return all([runner.stop() for runner in self._all_runners()])
+
     def _write_log(self) -> None:
         try:
             self._run_dir.mkdir(parents=True, exist_ok=True)
@@ -398,15 +453,15 @@ class KvmEngine(Engine):
                 f"vm {json.dumps(self.spec.model_dump(mode='json'))}",
                 *self._events,
             ]
-            if self._runner is not None:
-                lines.append(f"exits {self._runner.exits} mmio {self._runner.mmio_exits}")
+            for runner in self._all_runners():
+                lines.append(f"{runner.name}: exits {runner.exits} mmio {runner.mmio_exits}")
             path.write_text("\n".join(lines) + "\n")
             self._artifacts.files["kvm"] = path
         except OSError:
             log.exception("could not write the KVM engine log")
 
     def _exit_count(self) -> int:
-        return self._runner.exits if self._runner else 0
+        return sum(runner.exits for runner in self._all_runners())
 
     def _serial_tail(self) -> str:
         path = self._artifacts.files.get("serial")
@@ -453,6 +508,15 @@ class KvmEngine(Engine):
             )
         async with asyncio.timeout(self._step_timeout):
             return await self._guest().convert(rng.gpa, rng.size, private)
+
+    async def guest_jobs(self, jobs: list[GuestJob]) -> list[JobResult]:
+        if any(job.kind == "convert" for job in jobs) and self.backend in HYPERCALL_NEVER_RETURNS:
+            raise UnsupportedStep(
+                f"KVM backend {self.backend}: a guest vmcall/vmmcall never returns on this "
+                "host, so the guest is not sent into KVM_HC_MAP_GPA_RANGE"
+            )
+        async with asyncio.timeout(self._step_timeout):
+            return await run_guest_jobs(self._guest(), jobs)
 
     # -- host side -----------------------------------------------------------------------------
     def _host_placed(self, rng: GuestRange) -> Placed:
@@ -507,22 +571,25 @@ class KvmEngine(Engine):
 
     # -- VM lifecycle --------------------------------------------------------------------------
     async def vm_stop(self) -> None:
-        runner = self._running_runner()
-        if not await asyncio.to_thread(runner.pause):
-            raise EngineError("the vCPU did not pause")
+        self._running_runner()
+        for runner in self._all_runners():
+            if not await asyncio.to_thread(runner.pause):
+                raise EngineError(f"{runner.name} did not pause")
         self._event("paused")
 
     async def vm_cont(self) -> None:
-        self._running_runner().resume()
+        self._running_runner()
+        for runner in self._all_runners():
+            runner.resume()
         self._event("resumed")
 
     async def vm_reset(self) -> None:
         """Put the vCPU back at the reset vector (memory stays) and wait for the new HELLO."""
         if self._vcpu is None or self._initial is None or self._uart is None:
             raise EngineError("the VM is not running")
-        runner = self._runner
-        if runner is not None and runner.running and not await asyncio.to_thread(runner.stop):
-            raise EngineError("the vCPU did not stop for the reset")
+        if not await asyncio.to_thread(self._stop_all):
+            raise EngineError("the vCPUs did not stop for the reset")
+        self._ap_runners.clear()  # the APs wait for a SIPI again (their state is set then)
         regs, sregs = self._initial
         self._vcpu.set_sregs(sregs)
         self._vcpu.set_regs(regs)
@@ -533,6 +600,8 @@ class KvmEngine(Engine):
         assert self.channel is not None
         async with asyncio.timeout(self._boot_timeout):
             self.hello = await self.channel.wait_hello()
+            if self.spec.vcpus > 1:
+                await self.channel.start_vcpus(self.spec.vcpus)
 
     def _running_runner(self) -> VcpuRunner:
         if self._runner is None or not self._runner.running:

@@ -83,6 +83,8 @@ class VcpuEnd:
 
 
 HypercallHandler = Callable[[abi._kvm_run_hypercall], None]
+#: (vcpu id, the MMIO exit) -> True when handled (the local APIC page, see smp.py)
+MmioHandler = Callable[[int, abi._kvm_run_mmio], bool]
 
 
 class VcpuRunner:
@@ -94,11 +96,14 @@ class VcpuRunner:
         uart: Uart16550,
         on_hypercall: HypercallHandler,
         on_end: Callable[[VcpuEnd], None],
+        on_mmio: MmioHandler | None = None,
     ) -> None:
         self._vcpu = vcpu
+        self._on_mmio = on_mmio
         self._uart = uart
         self._on_hypercall = on_hypercall
         self._on_end = on_end
+        self.name = f"vCPU {vcpu.id}"
         self._thread = threading.Thread(target=self._main, name=f"kvm-vcpu{vcpu.id}", daemon=True)
         self._stop = False
         self._pause = threading.Event()
@@ -235,8 +240,10 @@ class VcpuRunner:
                 elif reason == abi.Exit.HYPERCALL:
                     self._on_hypercall(run.hypercall)
                 elif reason == abi.Exit.MMIO:
-                    self.mmio_exits += 1
                     mmio = run.mmio
+                    if self._on_mmio is not None and self._on_mmio(vcpu.id, mmio):
+                        continue
+                    self.mmio_exits += 1
                     if not mmio.is_write:
                         for i in range(8):
                             mmio.data[i] = 0xFF

@@ -20,7 +20,14 @@ from typing import Any, TypeVar
 
 from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 
-from qmpgmem.engines.base import Engine, GuestRange, RunArtifacts
+from qmpgmem.engines.base import (
+    Engine,
+    GuestJob,
+    GuestRange,
+    JobResult,
+    RunArtifacts,
+    run_guest_jobs,
+)
 from qmpgmem.engines.layout import Layout, place_regions
 from qmpgmem.engines.qemu.argv import BootImage, GuestMemfdPlan, boot_kind, build_argv
 from qmpgmem.engines.qemu.process import QemuProcess
@@ -175,6 +182,9 @@ class QemuEngine(Engine):
                 assert self.channel is not None
                 phase = "the guest's HELLO"
                 await self._guard(self.channel.wait_hello(), "booting")
+                if self.vm.vcpus > 1:
+                    phase = f"the guest to start its {self.vm.vcpus} vCPUs"
+                    await self._guard(self.channel.start_vcpus(self.vm.vcpus), "booting")
         except TimeoutError:
             raise VMLaunchError(
                 f"no {phase} within {self.boot_timeout:g} s (timeouts.boot)",
@@ -298,6 +308,9 @@ class QemuEngine(Engine):
     async def guest_convert(self, rng: GuestRange, private: bool) -> int:
         return await self._guard(self._ch().convert(rng.gpa, rng.size, private), "guest.convert")
 
+    async def guest_jobs(self, jobs: list[GuestJob]) -> list[JobResult]:
+        return await self._guard(run_guest_jobs(self._ch(), jobs), "guest jobs")
+
     async def host_read(self, rng: GuestRange) -> bytes:
         self._pmem_count += 1
         path = self.run_dir / f"pmemsave-{self._pmem_count}.bin"
@@ -319,3 +332,7 @@ class QemuEngine(Engine):
         ch.reset_hello()
         await self._execute("system_reset")
         await self._guard(asyncio.wait_for(ch.wait_hello(), self.boot_timeout), "rebooting")
+        if self.vm.vcpus > 1:  # the reset put the APs back into wait-for-SIPI
+            await self._guard(
+                asyncio.wait_for(ch.start_vcpus(self.vm.vcpus), self.boot_timeout), "rebooting"
+            )

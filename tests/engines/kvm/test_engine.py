@@ -184,7 +184,6 @@ async def test_hypercall_refused_without_private_memory(tmp_path: Path, minirom:
     ("changes", "match"),
     [
         ({"vm_type": "sev-snp"}, "launch flow"),
-        ({"vcpus": 2}, "one vCPU"),
         ({"accel": "tcg"}, "tcg"),
         ({"guest": {"boot": "pvh"}}, "PVH"),
     ],
