@@ -14,7 +14,7 @@ from qmpgmem.engines.base import GuestRange
 from qmpgmem.errors import QmpgmemError
 from qmpgmem.guest import protocol
 from qmpgmem.report.match import subset_mismatch
-from qmpgmem.scenario.model import GuestConvert, PatternExpect, QmpCommand, Range
+from qmpgmem.scenario.model import AnyOfExpect, GuestConvert, PatternExpect, QmpCommand, Range
 
 
 class StepFailed(QmpgmemError):
@@ -44,6 +44,26 @@ def check_hash(action: str, rng: GuestRange, want: int, text: str, seen: int, wh
             f"{action} {describe_range(rng)} (gpa {rng.gpa:#x}): expected {text}, "
             f"hash {want:#018x}; {who} saw hash {seen:#018x}",
             f"{want:#018x} ({text})",
+            f"{seen:#018x}",
+        )
+
+
+def stated_hashes(expect: AnyOfExpect, offset: int, size: int) -> tuple[list[int], str]:
+    """The hashes an ``any_of`` expectation allows, and how to say them."""
+    stated = [stated_hash(e, offset, size) for e in expect.any_of]
+    return [h for h, _ in stated], "any of " + ", ".join(text for _, text in stated)
+
+
+def check_any_hash(
+    action: str, rng: GuestRange, wants: list[int], text: str, seen: int, who: str
+) -> None:
+    """:raise StepFailed: ``seen`` is none of ``wants``."""
+    if seen not in wants:
+        hashes = ", ".join(f"{w:#018x}" for w in wants)
+        raise StepFailed(
+            f"{action} {describe_range(rng)} (gpa {rng.gpa:#x}): expected {text} "
+            f"(hashes {hashes}); {who} saw hash {seen:#018x}",
+            f"{text}",
             f"{seen:#018x}",
         )
 

@@ -20,24 +20,28 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from qmpgmem.engines.base import Engine, GuestRange
+from qmpgmem.engines.base import Engine, GuestJob, GuestRange
 from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS
 from qmpgmem.errors import EngineError, GuestProtocolError, QmpgmemError, UnsupportedStep
 from qmpgmem.expectations import (
     StepFailed,
+    check_any_hash,
     check_convert,
     check_hash,
     check_qmp,
     describe_range,
     stated_hash,
+    stated_hashes,
 )
 from qmpgmem.guest import protocol
 from qmpgmem.report.result import ScenarioResult, Status, StepResult
 from qmpgmem.scenario.loader import LoadedScenario
 from qmpgmem.scenario.model import (
+    AnyOfExpect,
     GmemAllocate,
     GmemPunchHole,
     GuestConvert,
+    GuestParallel,
     GuestVerify,
     GuestWrite,
     HostRead,
@@ -105,6 +109,9 @@ _KVM_ONLY = (HostWrite, GmemPunchHole, GmemAllocate)
 
 def step_skip_reason(step: Step, engine: str, accel: str, host: HostContext) -> str | None:
     """Why ``step`` cannot run with this engine on this host, or None."""
+    if isinstance(step, GuestParallel):
+        reasons = (step_skip_reason(sub, engine, accel, host) for sub in step.steps)
+        return next((why for why in reasons if why), None)
     if engine == "kvm" and isinstance(step, _QEMU_ONLY):
         return f"step {step.action} needs the qemu engine (the kvm engine has no QMP monitor)"
     if engine == "qemu" and isinstance(step, _KVM_ONLY):
@@ -463,7 +470,11 @@ class ScenarioRun:
         return res
 
     async def _apply(self, engine: Engine, step: Step, res: StepResult) -> None:
-        if isinstance(step, GuestWrite):
+        if isinstance(step, GuestParallel):
+            await self._guest_jobs(engine, list(step.steps), res)
+        elif isinstance(step, GuestWrite | GuestVerify | GuestConvert) and self.sc.vm.vcpus > 1:
+            await self._guest_jobs(engine, [step], res)
+        elif isinstance(step, GuestWrite):
             await engine.guest_write(self._resolve(engine, step.range), step.seed)
         elif isinstance(step, HostWrite):
             rng = self._resolve(engine, step.range)
@@ -507,6 +518,57 @@ class ScenarioRun:
         else:  # pragma: no cover - the union is closed
             raise UnsupportedStep(f"unknown step {step.action}")
 
+    async def _guest_jobs(
+        self, engine: Engine, steps: list[GuestWrite | GuestVerify | GuestConvert], res: StepResult
+    ) -> None:
+        """Guest steps on the vCPUs they name, started together; each judged on its own.
+
+        The result names the vCPU and the APIC ID that answered for every sub-step, so a
+        report shows where each one ran.
+        """
+        rngs = [self._resolve(engine, s.range) for s in steps]
+        jobs = [
+            GuestJob(
+                kind="write"
+                if isinstance(s, GuestWrite)
+                else "hash"
+                if isinstance(s, GuestVerify)
+                else "convert",
+                rng=rng,
+                vcpu=s.vcpu,
+                seed=s.seed if isinstance(s, GuestWrite) else 0,
+                private=isinstance(s, GuestConvert) and s.to == "private",
+            )
+            for s, rng in zip(steps, rngs, strict=True)
+        ]
+        results = await engine.guest_jobs(jobs)
+        seen, expected, failures = [], [], []
+        for index, (s, rng, out) in enumerate(zip(steps, rngs, results, strict=True)):
+            where = f"on vCPU {s.vcpu} (APIC {out.apic})"
+            label = where if len(steps) == 1 else f"steps[{index}] {s.action} {where}"
+            part = StepResult(index=index, action=s.action, status=Status.PASSED)
+            try:
+                if isinstance(s, GuestVerify):
+                    assert out.value is not None
+                    self._judge_hash(s, rng, out.value, part)
+                elif isinstance(s, GuestConvert):
+                    assert out.value is not None
+                    part.seen = f"hypercall returned {out.value}"
+                    check_convert(s, rng, out.value)
+            except StepFailed as exc:
+                failures.append(f"{label}: {exc}")
+            res.computed |= part.computed
+            seen.append(f"{label}: {part.seen or 'done'}")
+            if part.expected:
+                expected.append(f"{label}: {part.expected}")
+        res.seen = "; ".join(seen)
+        res.expected = "; ".join(expected) or None
+        res.message = "; ".join(failures) or (
+            where if len(steps) == 1 else f"{len(steps)} vCPUs at once"
+        )
+        if failures:
+            raise StepFailed(res.message, res.expected, res.seen)
+
     @staticmethod
     def _resolve(engine: Engine, r: Range) -> GuestRange:
         return engine.resolve(r.region, r.offset, r.size)
@@ -527,6 +589,12 @@ class ScenarioRun:
                     "guest.verify or host.read of the same range"
                 )
             want, text = previous, "the content seen at the previous observation"
+        elif isinstance(exp, AnyOfExpect):
+            wants, text = stated_hashes(exp, rng.offset, rng.size)
+            res.expected = text
+            who = "the guest" if isinstance(step, GuestVerify) else "the host"
+            check_any_hash(step.action, rng, wants, text, seen, who)
+            return
         elif exp is not None:
             want, text = stated_hash(exp, rng.offset, rng.size)
         else:

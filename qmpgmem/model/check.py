@@ -11,9 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qmpgmem.guest import protocol
-from qmpgmem.model.memory import View
+from qmpgmem.model.memory import MemoryModel, View
 from qmpgmem.model.steps import apply_step, context_for_vm, model_for_vm
-from qmpgmem.scenario.model import GuestVerify, HostRead, PatternExpect, Scenario
+from qmpgmem.scenario.model import (
+    AnyOfExpect,
+    GuestParallel,
+    GuestVerify,
+    HostRead,
+    PatternExpect,
+    Scenario,
+    Step,
+)
 
 
 @dataclass(frozen=True)
@@ -43,26 +51,42 @@ def disagreements(
     model = model_for_vm(sc.vm, ctx)
     found = []
     for index, step in enumerate(sc.steps):
-        if isinstance(step, GuestVerify | HostRead) and step.expect not in (None, "unchanged"):
-            rng = step.range
-            view: View = "guest" if isinstance(step, GuestVerify) else "host"
-            predicted = model.expected_hash(rng.region, rng.offset, rng.size, view)
-            if isinstance(step.expect, PatternExpect):
-                stated = protocol.pattern_hash(step.expect.pattern, rng.offset, rng.size)
-            else:
-                stated = protocol.zero_hash(rng.size)
-            if predicted is not None and predicted != stated:
-                said = (
-                    f"pattern {step.expect.pattern}"
-                    if isinstance(step.expect, PatternExpect)
-                    else step.expect
-                )
-                found.append(
-                    Disagreement(
-                        index,
-                        f"expects {said}; the {which}-engine model predicts "
-                        f"{model.describe(rng.region, rng.offset, rng.size, view)}",
-                    )
-                )
+        if isinstance(step, GuestParallel):  # each judged against the state before the step
+            for sub, one in enumerate(step.steps):
+                why = _disagreement(model, one, which)
+                if why is not None:
+                    found.append(Disagreement(index, f"steps[{sub}] (vCPU {one.vcpu}) {why}"))
+        else:
+            why = _disagreement(model, step, which)
+            if why is not None:
+                found.append(Disagreement(index, why))
         apply_step(model, step)
     return found
+
+
+def _disagreement(model: MemoryModel, step: Step, which: str) -> str | None:
+    """What an explicit expectation of ``step`` says that the model does not predict."""
+    if not isinstance(step, GuestVerify | HostRead) or step.expect in (None, "unchanged"):
+        return None
+    rng = step.range
+    view: View = "guest" if isinstance(step, GuestVerify) else "host"
+    predicted = model.expected_hash(rng.region, rng.offset, rng.size, view)
+    if predicted is None:
+        return None
+    exp = step.expect
+    options = exp.any_of if isinstance(exp, AnyOfExpect) else [exp]
+    stated = [
+        protocol.pattern_hash(e.pattern, rng.offset, rng.size)
+        if isinstance(e, PatternExpect)
+        else protocol.zero_hash(rng.size)
+        for e in options
+    ]
+    if predicted in stated:
+        return None
+    said = " or ".join(
+        f"pattern {e.pattern}" if isinstance(e, PatternExpect) else str(e) for e in options
+    )
+    return (
+        f"expects {said}; the {which}-engine model predicts "
+        f"{model.describe(rng.region, rng.offset, rng.size, view)}"
+    )

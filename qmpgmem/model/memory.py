@@ -218,6 +218,12 @@ class MemoryModel:
             r.shared.assign(0, r.spec.size, Unknown(reason))
             r.private.assign(0, r.spec.size, Unknown(reason))
 
+    def forget_range(self, region: str, off: int, size: int, reason: str) -> None:
+        """Mark both layers of one range Unknown (e.g. bytes two vCPUs raced on)."""
+        r = self._range(region, off, size)
+        r.shared.assign(off, off + size, Unknown(reason))
+        r.private.assign(off, off + size, Unknown(reason))
+
     def observe(self, region: str, off: int, size: int, content: Content, view: View) -> None:
         """Record what a reader verified (e.g. a passing verify of a range the model had as
         Unknown); only the layers that reader reaches change."""

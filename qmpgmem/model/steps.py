@@ -186,6 +186,25 @@ def _cont(model: MemoryModel, _step: Any, _: bool | None) -> None:
     model.cont()
 
 
+#: Unknown reason for bytes that two sub-steps of one guest.parallel changed at once.
+RACE: Final = "two vCPUs changed these bytes at the same time (guest.parallel)"
+
+
+def _parallel(model: MemoryModel, step: Any, convert_ok: bool | None) -> None:
+    """R22: each sub-step's effect as if alone (their order does not matter where the ranges
+    are disjoint); bytes that a write races on with a sibling's write or conversion are
+    Unknown after. A racing verify changes nothing; a conversion's attribute still applies."""
+    from qmpgmem.scenario.model import GuestVerify, racing_pairs
+
+    for sub in step.steps:
+        apply_step(model, sub, convert_ok)
+    for i, j, lo, hi in racing_pairs(step.steps):
+        a, b = step.steps[i], step.steps[j]
+        if isinstance(a, GuestVerify) or isinstance(b, GuestVerify):
+            continue
+        model.forget_range(a.range.region, lo, hi - lo, RACE)
+
+
 def _nothing(_model: MemoryModel, _step: Any, _: bool | None) -> None:
     """Reads, verifies, waits and sleeps leave memory as it is."""
 
@@ -194,6 +213,7 @@ _HANDLERS: Final[dict[str, Callable[[MemoryModel, Any, bool | None], None]]] = {
     "guest.write": _guest_write,
     "guest.verify": _nothing,
     "guest.convert": _convert,
+    "guest.parallel": _parallel,
     "host.read": _nothing,
     "host.write": _host_write,
     "host.gmem_punch_hole": _punch,

@@ -45,6 +45,7 @@ __all__ = [
     "REQUIREMENT_CHECK",
     "STEP_ACTIONS",
     "STEP_TYPES",
+    "AnyOfExpect",
     "ConvertExpect",
     "Duration",
     "ErrorType",
@@ -52,6 +53,7 @@ __all__ = [
     "GmemAllocate",
     "GmemPunchHole",
     "GuestConvert",
+    "GuestParallel",
     "GuestSpec",
     "GuestVerify",
     "GuestWrite",
@@ -434,10 +436,24 @@ class PatternExpect(StrictModel):
     pattern: Seed
 
 
-EXPECT_TAGS: Final = ("pattern-seed", "keyword")
+class AnyOfExpect(StrictModel):
+    """Any one of these contents: for a read that races with a write or a conversion, where
+    the model can only name the outcomes that are possible, not the one that happens."""
+
+    any_of: list[
+        Annotated[
+            PatternExpect | Literal["zero"],
+            Field(union_mode="left_to_right"),
+        ]
+    ] = Field(min_length=1)
+
+
+EXPECT_TAGS: Final = ("pattern-seed", "keyword", "any-of")
 
 
 def _expect_tag(value: Any) -> str | None:
+    if isinstance(value, AnyOfExpect) or (isinstance(value, dict) and "any_of" in value):
+        return "any-of"
     if isinstance(value, dict | PatternExpect):
         return "pattern-seed"
     if isinstance(value, str):
@@ -448,11 +464,14 @@ def _expect_tag(value: Any) -> str | None:
 #: What a range must contain: a seeded pattern, zeros, or what it held before the step.
 Expect = Annotated[
     Annotated[PatternExpect, Tag("pattern-seed")]
-    | Annotated[Literal["zero", "unchanged"], Tag("keyword")],
+    | Annotated[Literal["zero", "unchanged"], Tag("keyword")]
+    | Annotated[AnyOfExpect, Tag("any-of")],
     Discriminator(
         _expect_tag,
         custom_error_type=str(ErrorType.EXPECT_FORM),
-        custom_error_message="expected 'zero', 'unchanged' or {pattern: <seed>}",
+        custom_error_message=(
+            "expected 'zero', 'unchanged', {pattern: <seed>} or {any_of: [<expectation>, ...]}"
+        ),
     ),
 ]
 
@@ -551,21 +570,26 @@ class _RangeStep(_StepBase):
     range: Range
 
 
-class GuestWrite(_RangeStep):
+class _GuestStep(_RangeStep):
+    #: The vCPU that runs the step (0 is the BSP); below vm.vcpus.
+    vcpu: int = Field(0, ge=0, le=MAX_VCPUS - 1, strict=True)
+
+
+class GuestWrite(_GuestStep):
     """The guest fills the range with the pattern of ``seed``."""
 
     action: Literal["guest.write"]
     seed: Seed
 
 
-class GuestVerify(_RangeStep):
+class GuestVerify(_GuestStep):
     """The guest hashes the range; it must match ``expect`` (None: what the model predicts)."""
 
     action: Literal["guest.verify"]
     expect: Expect | None = None
 
 
-class GuestConvert(_RangeStep):
+class GuestConvert(_GuestStep):
     """The guest asks KVM to make the range shared or private (KVM_HC_MAP_GPA_RANGE)."""
 
     action: Literal["guest.convert"]
@@ -573,6 +597,22 @@ class GuestConvert(_RangeStep):
     expect: Annotated[ConvertExpect, WithJsonSchema(_CONVERT_EXPECT_SCHEMA)] = Field(
         default_factory=ConvertExpect
     )
+
+
+#: What guest.parallel may run: the guest steps, each on its own vCPU.
+ParallelStep = Annotated[GuestWrite | GuestVerify | GuestConvert, Field(discriminator="action")]
+
+
+class GuestParallel(_StepBase):
+    """Guest steps started at the same time, each on the vCPU it names; done when all are.
+
+    The BSP arms every sub-step, then releases them together (protocol ARM/GO). Ranges that
+    overlap with a writing or converting sibling have no single outcome: a verify there needs
+    an explicit ``expect`` (e.g. ``any_of``), and the model treats written overlap as unknown.
+    """
+
+    action: Literal["guest.parallel"]
+    steps: list[ParallelStep] = Field(min_length=2, max_length=MAX_VCPUS)
 
 
 class HostRead(_RangeStep):
@@ -649,6 +689,7 @@ STEP_TYPES: Final = (
     GuestWrite,
     GuestVerify,
     GuestConvert,
+    GuestParallel,
     HostRead,
     HostWrite,
     GmemPunchHole,
@@ -670,6 +711,7 @@ Step = Annotated[
     GuestWrite
     | GuestVerify
     | GuestConvert
+    | GuestParallel
     | HostRead
     | HostWrite
     | GmemPunchHole
@@ -815,7 +857,9 @@ class Scenario(StrictModel):
         regions = {region.id: region for region in self.vm.memory}
         no_guest = self.vm.guest.image == "none"
         for index, step in enumerate(self.steps):
-            if no_guest and isinstance(step, GuestWrite | GuestVerify | GuestConvert | VmReset):
+            if no_guest and isinstance(
+                step, GuestWrite | GuestVerify | GuestConvert | GuestParallel | VmReset
+            ):
                 errors.append(
                     _detail(
                         ("steps", index, "action"),
@@ -824,68 +868,100 @@ class Scenario(StrictModel):
                         step.action,
                     )
                 )
-            if not isinstance(step, _RangeStep):
-                continue
-            rng = step.range
-            loc: tuple[str | int, ...] = ("steps", index, "range")
-            region = regions.get(rng.region)
-            if region is None:
-                errors.append(
-                    _detail(
-                        (*loc, "region"),
-                        ErrorType.UNKNOWN_REGION,
-                        f"no region {rng.region!r}; vm.memory has "
-                        + ", ".join(repr(r) for r in regions),
-                        rng.region,
-                    )
-                )
-                continue
-            if isinstance(step, _PAGE_ALIGNED_STEPS):
-                for field in ("offset", "size"):
-                    value = getattr(rng, field)
-                    if value % PAGE_SIZE:
-                        errors.append(
-                            _detail(
-                                (*loc, field),
-                                ErrorType.ALIGNMENT,
-                                f"{step.action} works on whole pages: {field} must be a "
-                                f"multiple of 4K, got {value}",
-                                value,
-                            )
-                        )
-            if isinstance(step, _GMEM_ONLY_STEPS) and region.backend != "guest_memfd":
-                errors.append(
-                    _detail(
-                        (*loc, "region"),
-                        ErrorType.INCONSISTENT,
-                        f"{step.action} needs a guest_memfd region; {region.id!r} is "
-                        f"backend {region.backend}",
-                        rng.region,
-                    )
-                )
-            if rng.offset >= region.size:
-                errors.append(
-                    _detail(
-                        (*loc, "offset"),
-                        ErrorType.OUT_OF_REGION,
-                        f"offset {format_size(rng.offset)} is past the end of region "
-                        f"{region.id!r} ({format_size(region.size)})",
-                        rng.offset,
-                    )
-                )
-            elif rng.end > region.size:
-                errors.append(
-                    _detail(
-                        (*loc, "size"),
-                        ErrorType.OUT_OF_REGION,
-                        f"the range ends at {format_size(rng.end)}, past the end of region "
-                        f"{region.id!r} ({format_size(region.size)}); at most "
-                        f"{format_size(region.size - rng.offset)} fits at this offset",
-                        rng.size,
-                    )
-                )
+            if isinstance(step, GuestParallel):
+                errors += check_parallel(step, ("steps", index), self.vm.vcpus)
+                for sub, substep in enumerate(step.steps):
+                    self._check_step(substep, ("steps", index, "steps", sub), regions, errors)
+            else:
+                self._check_step(step, ("steps", index), regions, errors)
         _raise(type(self).__name__, errors)
         return self
+
+    def _check_step(
+        self,
+        step: Step,
+        at: tuple[str | int, ...],
+        regions: dict[str, Region],
+        errors: list[InitErrorDetails],
+    ) -> None:
+        """The checks of one step at ``at``: its vCPU, its range against its region."""
+        if isinstance(step, _GuestStep) and step.vcpu >= self.vm.vcpus:
+            errors.append(
+                _detail(
+                    (*at, "vcpu"),
+                    ErrorType.INCONSISTENT,
+                    f"vcpu {step.vcpu} does not exist: the VM has vm.vcpus {self.vm.vcpus} "
+                    f"(vCPUs 0..{self.vm.vcpus - 1})",
+                    step.vcpu,
+                )
+            )
+        if isinstance(step, _RangeStep):
+            self._check_range(step, (*at, "range"), regions, errors)
+
+    @staticmethod
+    def _check_range(
+        step: _RangeStep,
+        loc: tuple[str | int, ...],
+        regions: dict[str, Region],
+        errors: list[InitErrorDetails],
+    ) -> None:
+        rng = step.range
+        region = regions.get(rng.region)
+        if region is None:
+            errors.append(
+                _detail(
+                    (*loc, "region"),
+                    ErrorType.UNKNOWN_REGION,
+                    f"no region {rng.region!r}; vm.memory has "
+                    + ", ".join(repr(r) for r in regions),
+                    rng.region,
+                )
+            )
+            return
+        if isinstance(step, _PAGE_ALIGNED_STEPS):
+            for field in ("offset", "size"):
+                value = getattr(rng, field)
+                if value % PAGE_SIZE:
+                    errors.append(
+                        _detail(
+                            (*loc, field),
+                            ErrorType.ALIGNMENT,
+                            f"{step.action} works on whole pages: {field} must be a "
+                            f"multiple of 4K, got {value}",
+                            value,
+                        )
+                    )
+        if isinstance(step, _GMEM_ONLY_STEPS) and region.backend != "guest_memfd":
+            errors.append(
+                _detail(
+                    (*loc, "region"),
+                    ErrorType.INCONSISTENT,
+                    f"{step.action} needs a guest_memfd region; {region.id!r} is "
+                    f"backend {region.backend}",
+                    rng.region,
+                )
+            )
+        if rng.offset >= region.size:
+            errors.append(
+                _detail(
+                    (*loc, "offset"),
+                    ErrorType.OUT_OF_REGION,
+                    f"offset {format_size(rng.offset)} is past the end of region "
+                    f"{region.id!r} ({format_size(region.size)})",
+                    rng.offset,
+                )
+            )
+        elif rng.end > region.size:
+            errors.append(
+                _detail(
+                    (*loc, "size"),
+                    ErrorType.OUT_OF_REGION,
+                    f"the range ends at {format_size(rng.end)}, past the end of region "
+                    f"{region.id!r} ({format_size(region.size)}); at most "
+                    f"{format_size(region.size - rng.offset)} fits at this offset",
+                    rng.size,
+                )
+            )
 
     @property
     def requirements(self) -> list[Requirement]:
@@ -900,6 +976,70 @@ def _detail(
     loc: tuple[str | int, ...], kind: ErrorType, message: str, value: Any
 ) -> InitErrorDetails:
     return InitErrorDetails(type=_error(kind, message), loc=loc, input=value)
+
+
+def check_parallel(
+    step: GuestParallel, at: tuple[str | int, ...], vcpus: int
+) -> list[InitErrorDetails]:
+    """One vCPU per sub-step; a verify racing a sibling that changes the same bytes must say
+    what it accepts (the model has no single prediction there)."""
+    errors: list[InitErrorDetails] = []
+    seen: dict[int, int] = {}
+    for sub, substep in enumerate(step.steps):
+        if substep.vcpu in seen:
+            errors.append(
+                _detail(
+                    (*at, "steps", sub, "vcpu"),
+                    ErrorType.DUPLICATE,
+                    f"vcpu {substep.vcpu} already runs steps[{seen[substep.vcpu]}] of this "
+                    "guest.parallel; each sub-step needs its own vCPU",
+                    substep.vcpu,
+                )
+            )
+        seen.setdefault(substep.vcpu, sub)
+    for sub, other, _lo, _hi in racing_pairs(step.steps):
+        a, b = step.steps[sub], step.steps[other]
+        if isinstance(a, GuestConvert) and isinstance(b, GuestConvert) and a.to != b.to:
+            errors.append(
+                _detail(
+                    (*at, "steps", other, "to"),
+                    ErrorType.INCONSISTENT,
+                    f"this conversion to {b.to} races with steps[{sub}] converting the same "
+                    f"pages to {a.to}; which one wins is undetermined",
+                    b.to,
+                )
+            )
+        for i in (sub, other):
+            substep = step.steps[i]
+            if isinstance(substep, GuestVerify) and substep.expect in (None, "unchanged"):
+                errors.append(
+                    _detail(
+                        (*at, "steps", i, "expect"),
+                        ErrorType.INCONSISTENT,
+                        f"this verify races with steps[{other if i == sub else sub}] of the "
+                        "same guest.parallel over the same bytes; its outcome is undetermined, "
+                        "so state what it may see (e.g. expect: {any_of: [zero, {pattern: 1}]})",
+                        substep.expect,
+                    )
+                )
+    return errors
+
+
+def racing_pairs(steps: list[Any]) -> list[tuple[int, int, int, int]]:
+    """(i, j, lo, hi): sub-steps i < j whose ranges share bytes [lo, hi) of one region while
+    at least one of them changes memory (a write or a conversion)."""
+    pairs = []
+    for i, a in enumerate(steps):
+        for j in range(i + 1, len(steps)):
+            b = steps[j]
+            if isinstance(a, GuestVerify) and isinstance(b, GuestVerify):
+                continue
+            if a.range.region != b.range.region:
+                continue
+            lo, hi = max(a.range.offset, b.range.offset), min(a.range.end, b.range.end)
+            if lo < hi:
+                pairs.append((i, j, lo, hi))
+    return pairs
 
 
 def _raise(title: str, errors: list[InitErrorDetails]) -> None:

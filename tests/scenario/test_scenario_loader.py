@@ -119,8 +119,8 @@ def test_load_good(tmp_path: Path) -> None:
             5,
             "steps[0]",
             "unknown action 'frobnicate'; valid actions: guest.write, guest.verify, guest.convert, "
-            "host.read, host.write, host.gmem_punch_hole, host.gmem_allocate, qmp, vm.stop, "
-            "vm.cont, vm.reset, wait_event, sleep",
+            "guest.parallel, host.read, host.write, host.gmem_punch_hole, host.gmem_allocate, "
+            "qmp, vm.stop, vm.cont, vm.reset, wait_event, sleep",
         ),
         (
             GOOD.replace(

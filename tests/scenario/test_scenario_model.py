@@ -15,6 +15,7 @@ from qmpgmem.scenario.model import (
     GmemAllocate,
     GmemPunchHole,
     GuestConvert,
+    GuestParallel,
     GuestSpec,
     GuestVerify,
     GuestWrite,
@@ -374,6 +375,17 @@ STEP_CASES: list[tuple[dict[str, Any], type, dict[str, Any]]] = [
     ),
     ({"action": "host.read", "range": R, "expect": "unchanged"}, HostRead, {"expect": "unchanged"}),
     ({"action": "host.write", "range": R, "seed": 9}, HostWrite, {"seed": 9}),
+    (
+        {
+            "action": "guest.parallel",
+            "steps": [
+                {"action": "guest.write", "range": R, "seed": 1},
+                {"action": "guest.verify", "vcpu": 1, "range": R, "expect": "zero"},
+            ],
+        },
+        GuestParallel,
+        {},
+    ),
     ({"action": "host.gmem_punch_hole", "range": R}, GmemPunchHole, {}),
     ({"action": "host.gmem_allocate", "range": R, "name": "fill"}, GmemAllocate, {"name": "fill"}),
     ({"action": "qmp", "command": "query-status"}, QmpCommand, {"arguments": {}, "expect": None}),
@@ -402,7 +414,7 @@ STEP_CASES: list[tuple[dict[str, Any], type, dict[str, Any]]] = [
 
 @pytest.mark.parametrize(("data", "cls", "fields"), STEP_CASES)
 def test_every_step_kind(data: dict[str, Any], cls: type, fields: dict[str, Any]) -> None:
-    s = Scenario.model_validate(scenario([data]))
+    s = Scenario.model_validate(scenario([data], vcpus=2))
     step = s.steps[0]
     assert type(step) is cls
     for key, value in fields.items():
