@@ -542,7 +542,7 @@ class ScenarioRun:
             for s, rng in zip(steps, rngs, strict=True)
         ]
         results = await engine.guest_jobs(jobs)
-        seen, expected, failures = [], [], []
+        seen, expected, failures, notes = [], [], [], []
         for index, (s, rng, out) in enumerate(zip(steps, rngs, results, strict=True)):
             where = f"on vCPU {s.vcpu} (APIC {out.apic})"
             label = where if len(steps) == 1 else f"steps[{index}] {s.action} {where}"
@@ -557,13 +557,15 @@ class ScenarioRun:
                     check_convert(s, rng, out.value)
             except StepFailed as exc:
                 failures.append(f"{label}: {exc}")
+            if part.message:
+                notes.append(f"{label}: {part.message}")
             res.computed |= part.computed
             seen.append(f"{label}: {part.seen or 'done'}")
             if part.expected:
                 expected.append(f"{label}: {part.expected}")
         res.seen = "; ".join(seen)
         res.expected = "; ".join(expected) or None
-        res.message = "; ".join(failures) or (
+        res.message = "; ".join(failures or notes) or (
             where if len(steps) == 1 else f"{len(steps)} vCPUs at once"
         )
         if failures:
