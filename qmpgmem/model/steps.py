@@ -194,7 +194,7 @@ def _parallel(model: MemoryModel, step: Any, convert_ok: bool | None) -> None:
     """R22: each sub-step's effect as if alone (their order does not matter where the ranges
     are disjoint); bytes that a write races on with a sibling's write or conversion are
     Unknown after. A racing verify changes nothing; a conversion's attribute still applies."""
-    from qmpgmem.scenario.model import GuestVerify, racing_pairs
+    from qmpgmem.scenario.steps import GuestVerify, racing_pairs
 
     for sub in step.steps:
         apply_step(model, sub, convert_ok)
