@@ -47,7 +47,7 @@ from qmpgmem.engines.kvm.cpuid import vcpu_cpuid
 from qmpgmem.engines.kvm.memory import GuestMemory, Placed
 from qmpgmem.engines.kvm.objects import Kvm, Vcpu, Vm
 from qmpgmem.engines.kvm.serial import Uart16550
-from qmpgmem.engines.kvm.smp import LocalApics, enter_sipi_state
+from qmpgmem.engines.kvm.smp import ApThreads, LocalApics
 from qmpgmem.engines.kvm.vcpu_thread import EndReason, VcpuEnd, VcpuRunner, install_kick_signal
 from qmpgmem.engines.layout import place_regions
 from qmpgmem.errors import (
@@ -152,10 +152,9 @@ class KvmEngine(Engine):
         self._kvm: Kvm | None = None
         self._vm: Vm | None = None
         self._vcpu: Vcpu | None = None
-        self._vcpus: list[Vcpu] = []
-        #: the APs' runners, started by the guest's SIPI (vCPU id -> runner)
-        self._ap_runners: dict[int, VcpuRunner] = {}
-        self._apics = LocalApics(vm.vcpus, self._on_sipi)
+        #: vCPUs 1..n-1, started by the guest's SIPI
+        self._aps = ApThreads(self._make_runner, self._event)
+        self._apics = LocalApics(vm.vcpus, self._aps.on_sipi)
         self._memory: GuestMemory | None = None
         self._uart: Uart16550 | None = None
         self._runner: VcpuRunner | None = None
@@ -163,7 +162,6 @@ class KvmEngine(Engine):
         self._reader: asyncio.StreamReader | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._initial: tuple[abi.kvm_regs, abi.kvm_sregs] | None = None
-        self._ap_initial: dict[int, tuple[abi.kvm_regs, abi.kvm_sregs]] = {}
         self._private_mem = False
         self._hypercall_exit = False
         self._events: list[str] = []
@@ -284,11 +282,12 @@ class KvmEngine(Engine):
         for index in range(self.spec.vcpus):  # closed by vm.close()
             vcpu = vm.create_vcpu(index)
             vcpu.set_cpuid(_supported_cpuid())
-            self._vcpus.append(vcpu)
             if index:
-                self._ap_initial[index] = (vcpu.get_regs(), vcpu.get_sregs())
-        vcpu = self._vcpu = self._vcpus[0]
-        self._initial = (vcpu.get_regs(), vcpu.get_sregs())
+                self._aps.add(vcpu)
+            else:
+                self._vcpu = vcpu
+        assert self._vcpu is not None
+        self._initial = (self._vcpu.get_regs(), self._vcpu.get_sregs())
         if self.spec.vcpus > 1:
             self._event(f"{self.spec.vcpus} vCPUs; the APs wait for the guest's SIPI")
 
@@ -309,12 +308,14 @@ class KvmEngine(Engine):
         self._artifacts.files["serial"] = serial_log
         self.channel = GuestChannel(reader, writer, serial_log, on_eof=self._eof_error)
 
+    def _make_runner(self, vcpu: Vcpu) -> VcpuRunner:
+        assert self._uart is not None
+        return VcpuRunner(vcpu, self._uart, self._on_hypercall, self._on_end, self._apics.mmio)
+
     def _start_runner(self) -> None:
-        assert self._vcpu is not None and self._uart is not None
+        assert self._vcpu is not None
         self.end = None
-        self._runner = VcpuRunner(
-            self._vcpu, self._uart, self._on_hypercall, self._on_end, self._apics.mmio
-        )
+        self._runner = self._make_runner(self._vcpu)
         self._runner.start()
 
     async def _start_aps(self) -> None:
@@ -330,19 +331,8 @@ class KvmEngine(Engine):
             raise
         self._event(f"vCPUs up, APIC IDs {apics}")
 
-    def _on_sipi(self, target: int, vector: int) -> None:
-        """From the BSP's thread: a SIPI to ``target`` starts its thread, once per boot."""
-        if target in self._ap_runners or self._uart is None or self._stopped:
-            return
-        vcpu = self._vcpus[target]
-        enter_sipi_state(vcpu, self._ap_initial[target], vector)
-        runner = VcpuRunner(vcpu, self._uart, self._on_hypercall, self._on_end, self._apics.mmio)
-        self._ap_runners[target] = runner
-        self._event(f"SIPI vector {vector:#x}: vCPU {target} started")
-        runner.start()
-
     def _all_runners(self) -> list[VcpuRunner]:
-        return [r for r in (self._runner, *self._ap_runners.values()) if r is not None]
+        return [r for r in (self._runner, *self._aps.runners) if r is not None]
 
     # -- called from the vCPU thread -----------------------------------------------------------
     def _call_in_loop(self, fn: object, *args: object) -> None:
@@ -425,6 +415,7 @@ class KvmEngine(Engine):
         if self._stopped:
             return
         self._stopped = True
+        self._aps.closed = True  # no SIPI starts a thread from here on
         if not await asyncio.to_thread(self._stop_all):
             # The thread still uses the vCPU mapping: leave the VM to it rather than unmap
             # memory under a running KVM_RUN.
@@ -589,7 +580,7 @@ class KvmEngine(Engine):
             raise EngineError("the VM is not running")
         if not await asyncio.to_thread(self._stop_all):
             raise EngineError("the vCPUs did not stop for the reset")
-        self._ap_runners.clear()  # the APs wait for a SIPI again (their state is set then)
+        self._aps.forget()  # the APs wait for a SIPI again (their state is set then)
         regs, sregs = self._initial
         self._vcpu.set_sregs(sregs)
         self._vcpu.set_regs(regs)

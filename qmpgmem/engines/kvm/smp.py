@@ -19,6 +19,7 @@ from typing import Final
 
 from qmpgmem.engines.kvm import abi
 from qmpgmem.engines.kvm.objects import Vcpu
+from qmpgmem.engines.kvm.vcpu_thread import VcpuRunner
 
 APIC_BASE: Final = 0xFEE00000
 APIC_SIZE: Final = 0x1000
@@ -60,6 +61,46 @@ class LocalApics:
                 with self._lock:
                     self._on_sipi(target, value & 0xFF)
         return True
+
+
+class ApThreads:
+    """The APs of one VM: each one's reset state, and its worker thread once a SIPI came.
+
+    ``make_runner`` builds the (not yet started) runner of a vCPU; ``event`` logs a line.
+    """
+
+    def __init__(
+        self, make_runner: Callable[[Vcpu], VcpuRunner], event: Callable[[str], None]
+    ) -> None:
+        self._make_runner = make_runner
+        self._event = event
+        self._vcpus: dict[int, Vcpu] = {}
+        self._reset: dict[int, tuple[abi.kvm_regs, abi.kvm_sregs]] = {}
+        self._runners: dict[int, VcpuRunner] = {}
+        self.closed = False
+
+    def add(self, vcpu: Vcpu) -> None:
+        """An AP, right after KVM_CREATE_VCPU: its state now is the one a SIPI starts from."""
+        self._vcpus[vcpu.id] = vcpu
+        self._reset[vcpu.id] = (vcpu.get_regs(), vcpu.get_sregs())
+
+    def on_sipi(self, target: int, vector: int) -> None:
+        """From the sender's thread: start ``target`` at ``vector``, once per boot."""
+        if self.closed or target in self._runners or target not in self._vcpus:
+            return
+        vcpu = self._vcpus[target]
+        enter_sipi_state(vcpu, self._reset[target], vector)
+        runner = self._runners[target] = self._make_runner(vcpu)
+        self._event(f"SIPI vector {vector:#x}: vCPU {target} started")
+        runner.start()
+
+    @property
+    def runners(self) -> list[VcpuRunner]:
+        return list(self._runners.values())
+
+    def forget(self) -> None:
+        """After the threads stopped for a reset: every AP waits for a SIPI again."""
+        self._runners.clear()
 
 
 def enter_sipi_state(vcpu: Vcpu, reset: tuple[abi.kvm_regs, abi.kvm_sregs], vector: int) -> None:
