@@ -156,3 +156,25 @@ async def test_racing_writes_leave_the_overlap_unknown(tmp_path: Path) -> None:
         before, overlap, after = r.steps[1:]
         assert before.computed and after.computed
         assert not overlap.computed and "cannot predict" in overlap.message, engine
+
+
+@pytest.mark.usefixtures("no_leftovers")
+async def test_eight_vcpus_at_once(tmp_path: Path) -> None:
+    """The most a VM may have: every vCPU writes its own MiB in one guest.parallel."""
+    writes = "".join(
+        f"    - {{action: guest.write, vcpu: {k}, range: {{region: ram0, offset: {k}M, "
+        f"size: 1M}}, seed: {k}}}\n"
+        for k in range(8)
+    )
+    path = scenario(
+        tmp_path,
+        "- action: guest.parallel\n  steps:\n"
+        + writes
+        + "- {action: guest.verify, vcpu: 7, range: {region: ram0, size: 8M}}\n",
+        vcpus=8,
+    )
+    path.write_text(path.read_text().replace("size: 8M}]", "size: 16M}]"))
+    for engine, r in (await run(path, tmp_path)).items():
+        assert r.status is Status.PASSED, (engine, r.reason)
+        assert r.steps[1].computed
+        assert all(f"vCPU {k} (APIC {k})" in (r.steps[0].seen or "") for k in range(8))
