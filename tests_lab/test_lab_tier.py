@@ -24,6 +24,38 @@ vm:
 
 #: Wrong expectations: each must FAIL where conversions really happen.
 WRONG = {
+    "wrong-two-vcpus-private-survives": """
+        name: wrong-two-vcpus-private-survives
+        description: Claims each vCPU's private data survives the other's view after both
+          convert back to shared in parallel (it must not; to-shared discards private pages).
+        requires: [kvm, guest_memfd, "vm_type:sw-protected", memory_attributes_private,
+                   exit_hypercall_map_gpa_range, hypercall_returns]
+        vm:
+          vm_type: sw-protected
+          vcpus: 2
+          memory:
+            - {id: m0, size: 4M, backend: guest_memfd, gmem_flags: []}
+            - {id: m1, size: 4M, backend: guest_memfd, gmem_flags: []}
+        steps:
+          - action: guest.parallel
+            steps:
+              - {action: guest.convert, vcpu: 0, range: {region: m0, size: 64K}, to: private}
+              - {action: guest.convert, vcpu: 1, range: {region: m1, size: 64K}, to: private}
+          - action: guest.parallel
+            steps:
+              - {action: guest.write, vcpu: 0, range: {region: m0, size: 64K}, seed: 31}
+              - {action: guest.write, vcpu: 1, range: {region: m1, size: 64K}, seed: 32}
+          - action: guest.parallel
+            steps:
+              - {action: guest.convert, vcpu: 0, range: {region: m0, size: 64K}, to: shared}
+              - {action: guest.convert, vcpu: 1, range: {region: m1, size: 64K}, to: shared}
+          - action: guest.parallel
+            steps:
+              - {action: guest.verify, vcpu: 1, range: {region: m0, size: 64K},
+                 expect: {pattern: 31}}
+              - {action: guest.verify, vcpu: 0, range: {region: m1, size: 64K},
+                 expect: {pattern: 32}}
+        """,
     "wrong-host-sees-private": """
         name: wrong-host-sees-private
         description: Claims the host reads the guest's private data (it must not).
@@ -55,7 +87,8 @@ def test_conversions_pass_and_wrong_expectations_fail(lab_kernel: str, tmp_path:
     wrong_dir = tmp_path / "wrong"
     wrong_dir.mkdir()
     for name, text in WRONG.items():
-        (wrong_dir / f"{name}.yaml").write_text(textwrap.dedent(text) + SW_PROTECTED_VM)
+        text = textwrap.dedent(text)
+        (wrong_dir / f"{name}.yaml").write_text(text if "\nvm:" in text else text + SW_PROTECTED_VM)
     report = tmp_path / "run.json"
     done = lab(
         "run", "--engine", "kvm", "--engine", "qemu", CONVERSION, "scenarios/kernel",
