@@ -8,6 +8,7 @@ import subprocess
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,18 @@ def write_scenario(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def junit_xsd() -> Any:
+    """Jenkins' JUnit schema (junit-10.xsd, from pytest's sdist, cached by the fetch script)."""
+    import sys
+
+    import xmlschema
+
+    script = Path(__file__).resolve().parents[1] / "tools" / "fetch-junit-xsd.sh"
+    out = subprocess.run(
+        ["bash", str(script), sys.executable], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, f"cannot fetch junit-10.xsd: {out.stderr.strip()}"
+    return xmlschema.XMLSchema(out.stdout.strip())
