@@ -491,21 +491,21 @@ class KvmEngine(Engine):
         async with asyncio.timeout(self._step_timeout):
             return await self._guest().hash(rng.gpa, rng.size)
 
-    async def guest_convert(self, rng: GuestRange, private: bool) -> int:
+    def _refuse_hypercall_that_never_returns(self) -> None:
         if self.backend in HYPERCALL_NEVER_RETURNS:
             raise UnsupportedStep(
                 f"KVM backend {self.backend}: a guest vmcall/vmmcall never returns on this "
                 "host, so the guest is not sent into KVM_HC_MAP_GPA_RANGE"
             )
+
+    async def guest_convert(self, rng: GuestRange, private: bool) -> int:
+        self._refuse_hypercall_that_never_returns()
         async with asyncio.timeout(self._step_timeout):
             return await self._guest().convert(rng.gpa, rng.size, private)
 
     async def guest_jobs(self, jobs: list[GuestJob]) -> list[JobResult]:
-        if any(job.kind == "convert" for job in jobs) and self.backend in HYPERCALL_NEVER_RETURNS:
-            raise UnsupportedStep(
-                f"KVM backend {self.backend}: a guest vmcall/vmmcall never returns on this "
-                "host, so the guest is not sent into KVM_HC_MAP_GPA_RANGE"
-            )
+        if any(job.kind == "convert" for job in jobs):
+            self._refuse_hypercall_that_never_returns()
         async with asyncio.timeout(self._step_timeout):
             return await run_guest_jobs(self._guest(), jobs)
 
