@@ -22,8 +22,16 @@ def kvm_backend() -> str:
     return "" if name == "unknown" else name
 
 
+def kvm_unusable_reason(dev: str = "/dev/kvm") -> str | None:
+    """One sentence on why ``dev`` cannot serve KVM here (missing, no access, not a KVM
+    device), or None when it opens and answers KVM_GET_API_VERSION."""
+    from qmpgmem.engines.kvm.objects import kvm_unusable_reason as check
+
+    return check(dev)
+
+
 def kvm_usable(dev: str = "/dev/kvm") -> bool:
-    return os.path.exists(dev) and os.access(dev, os.R_OK | os.W_OK)
+    return kvm_unusable_reason(dev) is None
 
 
 def find_qemu(explicit: str | None = None) -> str | None:

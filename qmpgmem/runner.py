@@ -68,6 +68,8 @@ class HostContext:
 
     kvm_backend: str  # kvm_intel, kvm_amd, kvm_pvm, or "" without /dev/kvm
     kvm_usable: bool
+    #: why /dev/kvm cannot be used, when it cannot ("/dev/kvm does not exist (...)")
+    kvm_unusable: str = ""
     kernel_release: str = ""
     qemu_binaries: list[str] = field(default_factory=list)  # in order of preference
     qemu_versions: dict[str, str | None] = field(default_factory=dict)
@@ -97,6 +99,13 @@ def resolve_accel(wanted: str, host: HostContext) -> str:
     if wanted == "auto":
         return "kvm" if host.kvm_usable else "tcg"
     return wanted
+
+
+def accel_note(wanted: str, resolved: str, host: HostContext) -> str | None:
+    """Why ``auto`` ended on TCG, so a fallback is never silent; None otherwise."""
+    if wanted == "auto" and resolved == "tcg":
+        return f"auto fell back to TCG: {host.kvm_unusable or '/dev/kvm is not usable'}"
+    return None
 
 
 # -- which steps an engine can run on this host ---------------------------------------------------
@@ -165,7 +174,9 @@ class ScenarioRun:
         self.host = host
         self.options = options
         self.engine_factory = engine_factory
-        self.accel = resolve_accel(options.accel or self.sc.vm.accel, host)
+        wanted = options.accel or self.sc.vm.accel
+        self.accel = resolve_accel(wanted, host)
+        self.accel_note = accel_note(wanted, self.accel, host)
         self.qemu_binary = self._choose_qemu()
         self.observed: dict[tuple[str, int, int], int] = {}
         self.steps: list[StepResult] = []
@@ -180,7 +191,9 @@ class ScenarioRun:
             reason=reason,
             duration_s=round(time.monotonic() - t0, 4),
             engine=self.options.engine,
-            accel=self.accel if self.options.engine == "qemu" else None,
+            accel=self.accel if self.options.engine == "qemu" else "kvm",
+            accel_note=self.accel_note if self.options.engine == "qemu" else None,
+            tags=list(self.sc.tags),
             qemu=self.qemu_binary if self.options.engine == "qemu" else None,
             steps=self.steps,
             **kw,
@@ -236,7 +249,7 @@ class ScenarioRun:
     def preflight(self) -> str | None:
         """The skip reason when the host cannot run the scenario, before anything starts."""
         if (self.options.engine == "kvm" or self.accel == "kvm") and not self.host.kvm_usable:
-            return "needs kvm; /dev/kvm is missing or not accessible"
+            return f"needs kvm; {self.host.kvm_unusable or '/dev/kvm is not usable'}"
         why = self._unmet(self.qemu_binary)
         if why:
             return why
@@ -310,13 +323,15 @@ class ScenarioRun:
         return None, ""
 
     async def plan(self) -> ScenarioResult:
-        """The decision alone, as a result: skipped or error with the reason, else passed
-        with the reason "would run" and no steps."""
+        """The decision alone, as a result: would-skip with the reason, error, or would-run
+        (naming the binary), and no steps."""
         t0 = time.monotonic()
         status, reason = await self.decide()
         if status is None:
             qemu = f" with {self.qemu_binary}" if self.options.engine == "qemu" else ""
-            return self._result(Status.PASSED, f"would run{qemu}", t0)
+            return self._result(Status.WOULD_RUN, f"would run{qemu}", t0)
+        if status is Status.SKIPPED:
+            status = Status.WOULD_SKIP
         return self._result(status, reason, t0)
 
     async def run(self) -> ScenarioResult:

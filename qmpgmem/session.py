@@ -42,9 +42,11 @@ async def host_context(qemu: Sequence[str] | str | None = None, probe: bool = Tr
             raise SetupError(f"QEMU binary {name!r} not found")
         if binary is not None and binary not in binaries:
             binaries.append(binary)
+    kvm_unusable = hostinfo.kvm_unusable_reason()
     ctx = HostContext(
         kvm_backend=hostinfo.kvm_backend(),
-        kvm_usable=hostinfo.kvm_usable(),
+        kvm_usable=kvm_unusable is None,
+        kvm_unusable=kvm_unusable or "",
         kernel_release=hostinfo.kernel_release(),
         qemu_binaries=binaries,
     )
@@ -84,7 +86,7 @@ async def run_scenarios(
     """Every scenario with each engine's options, in order; one report.
 
     ``plan_only``: decide each run (skip reasons, errors found before start) without
-    starting any VM; a runnable scenario is reported as passed with "would run".
+    starting any VM; each result is would-run, would-skip (with the reason) or error.
     """
     runs = [options] if isinstance(options, RunOptions) else list(options)
     results: list[ScenarioResult] = []

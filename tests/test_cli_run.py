@@ -259,10 +259,11 @@ def test_plan_decides_like_a_run_without_booting(tmp_path: Path) -> None:
     plan = qmpgmem(*args, "--plan", "--json", str(tmp_path / "p.json"), cwd=tmp_path)
     real = qmpgmem(*args, "--json", str(tmp_path / "r.json"), cwd=tmp_path)
     assert plan.returncode == 0 and real.returncode == 0, plan.stderr + real.stderr
-    assert "RUNS    basic-smoke [qemu]" in plan.stdout
-    assert "plan: 1 would run, 1 skipped, 0 errors" in plan.stdout
+    assert "WOULD-RUN  basic-smoke [qemu]" in plan.stdout
+    assert "plan: 1 would run, 1 would skip, 0 errors" in plan.stdout
     p = json.loads((tmp_path / "p.json").read_text())["results"]
     r = json.loads((tmp_path / "r.json").read_text())["results"]
-    assert [x["status"] for x in p] == [x["status"] for x in r] == ["passed", "skipped"]
+    assert [x["status"] for x in p] == ["would-run", "would-skip"]
+    assert [x["status"] for x in r] == ["passed", "skipped"]
     assert p[1]["reason"] == r[1]["reason"]
     assert p[0]["steps"] == [] and p[0]["boot_s"] is None  # nothing booted

@@ -30,6 +30,8 @@ STYLE = {
     Status.ERROR: "bold magenta",
     Status.TIMEOUT: "bold yellow",
     Status.SKIPPED: "cyan",
+    Status.WOULD_RUN: "green",
+    Status.WOULD_SKIP: "cyan",
 }
 
 
@@ -82,15 +84,15 @@ async def _run(
     def on_result(r: ScenarioResult) -> None:
         nonlocal count
         count += 1
-        label = "RUNS" if plan and r.status is Status.PASSED else r.status.value.upper()
-        line = f"[{count:>{width}}/{total}] [{STYLE[r.status]}]{label:7}[/] "
+        label = r.status.value.upper()
+        line = f"[{count:>{width}}/{total}] [{STYLE[r.status]}]{label:{10 if plan else 7}}[/] "
         checks = [st for st in r.steps if st.expected is not None]
         computed = sum(1 for st in checks if st.computed)
         detail = f"{r.duration_s:.2f}s"
         if checks:
             detail += f", {len(checks)} checks" + (f", {computed} by the model" if computed else "")
         line += escape(f"{r.scenario} [{r.engine}] ({detail})")
-        if r.status is not Status.PASSED:
+        if r.status not in (Status.PASSED, Status.WOULD_RUN):
             line += f" — {escape(r.reason)}"
         console.print(line, highlight=False)
         if r.artifacts:
@@ -228,7 +230,7 @@ def run(
         sys.exit(130)
     s = report.summary
     if plan:  # no table: the lines above are the plan
-        console.print(f"plan: {s.passed} would run, {s.skipped} skipped, {s.errors} errors")
+        console.print(s.counts())
     else:
         console.print(summary_table(report))
         console.print(s.counts())

@@ -183,12 +183,12 @@ def fuzz_target(engine: str, host: HostContext, accel: str | None = None) -> Fuz
         raise SetupError(f"unknown engine {engine!r}; choose qemu or kvm")
     if engine == "kvm":
         if not host.kvm_usable:
-            raise SetupError("the kvm engine needs /dev/kvm, which is missing or not accessible")
+            raise SetupError(f"the kvm engine needs /dev/kvm: {host.kvm_unusable or 'not usable'}")
         resolved = "kvm"
     else:
         resolved = resolve_accel(accel or "auto", host)
         if resolved == "kvm" and not host.kvm_usable:
-            raise SetupError("accel kvm needs /dev/kvm, which is missing or not accessible")
+            raise SetupError(f"accel kvm needs /dev/kvm: {host.kvm_unusable or 'not usable'}")
     if resolved not in ("kvm", "tcg"):
         raise SetupError(f"unknown accelerator {resolved!r}; choose kvm, tcg or auto")
     use_accel: Literal["kvm", "tcg"] = "kvm" if resolved == "kvm" else "tcg"

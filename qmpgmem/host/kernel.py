@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Final
 
 from qmpgmem.engines.kvm import abi
-from qmpgmem.engines.kvm.objects import DEV_KVM, Kvm
+from qmpgmem.engines.kvm.objects import DEV_KVM, Kvm, KvmUnusable
 from qmpgmem.host.cpu import cpu_kind
 from qmpgmem.host.decode import (
     EXIT_HYPERCALL_NAMES,
@@ -149,8 +149,8 @@ def _probe_uncached(
     facts["cbitpos"], facts["reduced_phys_bits"] = _sev_cpuid(cpuid_device)
     try:
         kvm = Kvm(device)
-    except OSError as exc:
-        reason = f"cannot open {device}: {exc.strerror or exc}"
+    except KvmUnusable as exc:
+        reason = str(exc)
         log.info("KVM unavailable: %s", reason)
         return KvmFacts.model_validate({**facts, "available": False, "unavailable_reason": reason})
     with kvm:

@@ -18,10 +18,13 @@ class Status(StrEnum):
     ERROR = "error"  # the harness or the VM broke: crash, QEMU exit, malformed reply
     TIMEOUT = "timeout"
     SKIPPED = "skipped"  # with a reason
+    # `qmpgmem run --plan`: the decision a run would make, nothing started
+    WOULD_RUN = "would-run"
+    WOULD_SKIP = "would-skip"  # with the reason
 
     @property
     def ok(self) -> bool:
-        return self in (Status.PASSED, Status.SKIPPED)
+        return self in (Status.PASSED, Status.SKIPPED, Status.WOULD_RUN, Status.WOULD_SKIP)
 
 
 class StepResult(BaseModel):
@@ -55,8 +58,12 @@ class ScenarioResult(BaseModel):
     reason: str = ""
     duration_s: float = 0.0
     engine: str = ""
+    #: the accelerator the guest ran on: kvm or tcg (the kvm engine is always kvm)
     accel: str | None = None
+    #: why the accelerator is not the one asked for ("auto: /dev/kvm does not exist ...")
+    accel_note: str | None = None
     qemu: str | None = None  # the binary this scenario ran with
+    tags: list[str] = Field(default_factory=list)  # the scenario's tags
     steps: list[StepResult] = Field(default_factory=list)
     artifacts: str | None = None  # directory kept for a failed run
     reproduce: str | None = None  # one command line that reproduces the run
@@ -69,9 +76,16 @@ class Summary(BaseModel):
     errors: int = 0
     timeouts: int = 0
     skipped: int = 0
+    would_run: int = 0
+    would_skip: int = 0
 
     def counts(self) -> str:
         """The closing line every command prints: "3 passed, 0 failed, ... 1 skipped"."""
+        if self.would_run or self.would_skip:  # a plan
+            return (
+                f"plan: {self.would_run} would run, {self.would_skip} would skip, "
+                f"{self.errors} errors"
+            )
         return (
             f"{self.passed} passed, {self.failed} failed, {self.errors} errors, "
             f"{self.timeouts} timeouts, {self.skipped} skipped"
@@ -88,6 +102,8 @@ class Summary(BaseModel):
             errors=n(Status.ERROR),
             timeouts=n(Status.TIMEOUT),
             skipped=n(Status.SKIPPED),
+            would_run=n(Status.WOULD_RUN),
+            would_skip=n(Status.WOULD_SKIP),
         )
 
 

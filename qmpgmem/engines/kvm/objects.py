@@ -13,6 +13,7 @@ outlive its VM (a kernel-contract check does exactly that).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from types import TracebackType
 from typing import Self
@@ -111,12 +112,53 @@ class Mapping:
             self.close()
 
 
+#: KVM_GET_API_VERSION of every KVM since 2.6.22 (api.rst 4.1).
+KVM_API_VERSION = 12
+
+
+class KvmUnusable(OSError):
+    """``path`` cannot serve as /dev/kvm; ``str()`` is one sentence saying why."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _describe_open_failure(path: str, exc: OSError) -> str:
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.ENOENT:
+        return f"{path} does not exist (KVM module not loaded, or the device is hidden here)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot open {path}: {why} (needs read/write access, e.g. the kvm group)"
+    return f"cannot open {path}: {why}"
+
+
 class Kvm(_Fd):
-    """/dev/kvm: the system fd. Capabilities, VM creation."""
+    """/dev/kvm: the system fd. Capabilities, VM creation.
+
+    Opening checks KVM_GET_API_VERSION, so a path that is not a KVM device (``/dev/null``
+    bound over it, a regular file) is refused here with :class:`KvmUnusable`, not later as
+    a stray ENOTTY.
+    """
 
     def __init__(self, path: str = DEV_KVM) -> None:
-        super().__init__(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise KvmUnusable(exc.errno, _describe_open_failure(path, exc)) from exc
+        super().__init__(fd)
         self._mmap_size = 0
+        try:
+            version = self.api_version()
+        except OSError as exc:
+            self.close()
+            raise KvmUnusable(
+                exc.errno, f"{path} is not a KVM device (KVM_GET_API_VERSION: {exc.strerror})"
+            ) from exc
+        if version != KVM_API_VERSION:
+            self.close()
+            raise KvmUnusable(
+                errno.EINVAL, f"{path}: KVM API version {version}, expected {KVM_API_VERSION}"
+            )
 
     def api_version(self) -> int:
         return sys.ioctl(self.fd, abi.KVM_GET_API_VERSION)
@@ -326,3 +368,12 @@ class GuestMemfd(_Fd):
     def allocate(self, offset: int, length: int) -> None:
         """fallocate(KEEP_SIZE): allocate the range's pages (guest_memfd refuses mode 0)."""
         sys.fallocate(self.fd, abi.FALLOC_FL_KEEP_SIZE, offset, length)
+
+
+def kvm_unusable_reason(path: str = DEV_KVM) -> str | None:
+    """Why ``path`` cannot be used as /dev/kvm here, or None when it can."""
+    try:
+        Kvm(path).close()
+    except KvmUnusable as exc:
+        return str(exc)
+    return None
