@@ -107,12 +107,36 @@ class Summary(BaseModel):
         )
 
 
+class GateViolation(BaseModel):
+    """One result that breaks a strict run, and why."""
+
+    scenario: str
+    engine: str
+    status: Status
+    why: str
+
+
+class Gate(BaseModel):
+    """The strict verdict (``run --strict``): skips held against a baseline, no silent TCG."""
+
+    passed: bool
+    verdict: str  # one sentence
+    baseline: str  # the expected-skips file, or "no baseline"
+    violations: list[GateViolation] = Field(default_factory=list)
+    #: baseline entries no skip matched (the scenario runs now, or is not in this run)
+    unused_expected_skips: list[str] = Field(default_factory=list)
+
+
 class RunReport(BaseModel):
     summary: Summary
     results: list[ScenarioResult]
     host: HostInfo
+    #: False while the run is going on or when it was interrupted: the results so far
+    complete: bool = True
+    interrupted: str | None = None  # "SIGTERM", "SIGINT", "stdout closed"
+    gate: Gate | None = None  # set by --strict
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return all(r.status.ok for r in self.results)
+        return all(r.status.ok for r in self.results) and (self.gate is None or self.gate.passed)

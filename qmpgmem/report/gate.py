@@ -1,0 +1,71 @@
+"""The strict verdict: a run passes the gate only when nothing skipped or fell back unexpectedly.
+
+Why a gate on top of statuses: a host whose /dev/kvm broke still "passes" with skips allowed
+(every KVM scenario skips, QEMU's auto accelerator quietly runs TCG). Under ``--strict`` a skip
+must be in the host class's baseline (:mod:`qmpgmem.report.expected_skips`) with a matching
+reason, and no result may have run on TCG because KVM was unusable. The verdict is one
+sentence that leads with the cause when KVM itself is the cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from qmpgmem.report.expected_skips import ExpectedSkips
+from qmpgmem.report.result import Gate, GateViolation, ScenarioResult, Status
+
+__all__ = ["judge"]
+
+
+def _violation(result: ScenarioResult, baseline: ExpectedSkips) -> str | None:
+    if result.status is Status.SKIPPED and baseline.expected(result) is None:
+        near = baseline.about(result)
+        if near is not None:
+            return (
+                f"skip reason changed: {near.line and f'line {near.line} of '}{baseline.source} "
+                f"expects {near.reason!r}"
+            )
+        return f"skip not in the expected skips ({baseline.source})"
+    if result.accel_note:
+        return f"ran on TCG, not KVM ({result.accel_note})"
+    return None
+
+
+def judge(
+    results: Sequence[ScenarioResult], baseline: ExpectedSkips, kvm_unusable: str = ""
+) -> Gate:
+    """The strict verdict over ``results`` (failures count as always; this adds skips/TCG)."""
+    violations = [
+        GateViolation(scenario=r.scenario, engine=r.engine, status=r.status, why=why)
+        for r in results
+        if (why := _violation(r, baseline)) is not None
+    ]
+    failed = sum(1 for r in results if not r.status.ok)
+    unused = [f"{e.scenario} [{e.engine}] (line {e.line})" for e in baseline.unused(results)]
+    skips = sum(1 for v in violations if v.status is Status.SKIPPED)
+    tcg = len(violations) - skips
+    parts = []
+    if failed:
+        parts.append(f"{failed} did not pass")
+    if skips:
+        parts.append(f"{skips} skip{'s' if skips != 1 else ''} not expected by {baseline.source}")
+    if tcg:
+        parts.append(f"{tcg} ran on TCG instead of KVM")
+    passed = not parts
+    if passed:
+        verdict = (
+            f"strict: passed — every skip is expected by {baseline.source}"
+            if any(r.status is Status.SKIPPED for r in results)
+            else "strict: passed — nothing skipped"
+        )
+    elif kvm_unusable and (skips or tcg):
+        verdict = f"strict: failed — KVM is unusable here: {kvm_unusable} ({', '.join(parts)})"
+    else:
+        verdict = f"strict: failed — {', '.join(parts)}"
+    return Gate(
+        passed=passed,
+        verdict=verdict,
+        baseline=baseline.source,
+        violations=violations,
+        unused_expected_skips=unused,
+    )
