@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from qmpgmem import hostinfo
 from qmpgmem.engines.factory import build_engine
 from qmpgmem.errors import SetupError
-from qmpgmem.host.cpu import cpu_kind
 from qmpgmem.report.result import HostInfo, RunReport, ScenarioResult, Summary
 from qmpgmem.rundir import reap_stale_run_dirs
 from qmpgmem.runner import HostContext, RunOptions, ScenarioRun
@@ -64,14 +63,15 @@ async def host_context(qemu: Sequence[str] | str | None = None, probe: bool = Tr
 
 
 def host_info(ctx: HostContext, engine: str) -> HostInfo:
-    return HostInfo(
-        kernel_release=ctx.kernel_release,
-        kvm_backend=ctx.kvm_backend or "none",
-        cpu=cpu_kind(),
-        qemu_binary=ctx.qemu_binary,
-        qemu_version=ctx.qemu_version,
-        qemu_others={b: ctx.qemu_versions.get(b) for b in ctx.qemu_binaries[1:]},
+    """The report's host fingerprint (qmpgmem/host/fingerprint.py) from what ``ctx`` read."""
+    from qmpgmem.host.fingerprint import host_fingerprint
+
+    return host_fingerprint(
         engine=engine,
+        qemu_binaries=ctx.qemu_binaries,
+        qemu_versions=ctx.qemu_versions,
+        kernel_release=ctx.kernel_release,
+        kvm_backend=ctx.kvm_backend,
     )
 
 

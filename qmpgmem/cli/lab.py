@@ -351,8 +351,9 @@ def lab_selftests(json_path: Path | None, junit_path: Path | None, **opts: Any) 
 
     Their exit status decides (0 pass, 4 skip, else fail); their TAP lines are the steps.
     """
+    from qmpgmem.host.fingerprint import host_fingerprint
     from qmpgmem.lab.selftests import collect, default_runs, job_script
-    from qmpgmem.report.result import HostInfo, RunReport, ScenarioResult, Summary
+    from qmpgmem.report.result import RunReport, ScenarioResult, Summary
 
     runs = default_runs(opts["l1_cpus"])
     results: list[ScenarioResult] = []
@@ -368,11 +369,14 @@ def lab_selftests(json_path: Path | None, junit_path: Path | None, **opts: Any) 
     report = RunReport(
         summary=Summary.of(results),
         results=results,
-        host=HostInfo(
+        host=host_fingerprint(  # L1's kernel and CPU; no QEMU or firmware runs in L1
+            engine="selftest",
+            qemu_binaries=[],
             kernel_release=outcome.kernel_release,
             kvm_backend="kvm_amd",
             cpu="emulated (QEMU TCG, qmpgmem lab)",
-            engine="selftest",
+            cpu_model_name="QEMU TCG -cpu max",
+            firmware=False,
         ),
     )
     s = report.summary

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from qmpgmem.report.host import FirmwareImage, QemuBinary
+
 
 class Status(StrEnum):
     PASSED = "passed"
@@ -41,14 +43,45 @@ class StepResult(BaseModel):
 
 
 class HostInfo(BaseModel):
-    kernel_release: str = ""
-    kvm_backend: str = ""
+    """The host fingerprint of a report: enough to tell two hosts, or two setups of one host,
+    apart (qmpgmem/host/fingerprint.py fills it; every report kind carries it)."""
+
+    hostname: str = ""
+    #: /proc/cpuinfo "model name", e.g. "AMD EPYC 7763 64-Core Processor"
+    cpu_model: str = ""
     #: the CPU under KVM: "bare metal", "virtual (KVM)", "emulated (QEMU TCG, qmpgmem lab)"
     cpu: str = ""
+    kernel_release: str = ""
+    kvm_backend: str = ""
+    #: the preferred QEMU binary (the first of ``qemu``) and its version
     qemu_binary: str | None = None
     qemu_version: str | None = None
-    qemu_others: dict[str, str | None] = Field(default_factory=dict)  # more --qemu binaries
+    #: every QEMU binary given (or found on PATH), in order of preference
+    qemu: list[QemuBinary] = Field(default_factory=list)
+    #: the firmware images found, for the system and under each binary's own prefix
+    firmware: list[FirmwareImage] = Field(default_factory=list)
+    qmpgmem_version: str = ""
+    python_version: str = ""
+    #: the engines of a run, ","-joined ("qemu,kvm"); "kvm" for kernel-contract, "" for probe
     engine: str = ""
+
+    def properties(self) -> dict[str, str]:
+        """The fingerprint as flat name -> text pairs, for JUnit or pytest properties:
+        ``qemu[0].package_version``, ``firmware[1].path``; None values are left out."""
+        out: dict[str, str] = {}
+        for key, value in self.model_dump(exclude={"qemu", "firmware"}).items():
+            if value is not None:
+                out[key] = str(value)
+        parts: list[tuple[str, list[QemuBinary] | list[FirmwareImage]]] = [
+            ("qemu", self.qemu),
+            ("firmware", self.firmware),
+        ]
+        for name, items in parts:
+            for i, item in enumerate(items):
+                for key, value in item.model_dump().items():
+                    if value is not None:
+                        out[f"{name}[{i}].{key}"] = str(value)
+        return out
 
 
 class ScenarioResult(BaseModel):
