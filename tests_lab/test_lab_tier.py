@@ -116,7 +116,8 @@ def test_kernel_contract_has_no_failed_check(lab_kernel: str, tmp_path: Path) ->
     report = tmp_path / "contract.json"
     done = lab("kernel-contract", "--json", str(report))
     data = json.loads(report.read_text())
-    failed = [c for c in data if c["outcome"] == "failed"]
+    assert data["kind"] == "kernel-contract"
+    failed = [c for c in data["checks"] if c["outcome"] == "failed"]
     assert not failed, failed
     assert done.returncode == 0
 

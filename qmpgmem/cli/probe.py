@@ -1,21 +1,23 @@
 """``qmpgmem probe``: what this host's KVM and QEMU binaries support, and where each answer
-came from — as a table for people and as JSON for tools and bug reports."""
+came from — as a table for people and as JSON for tools and bug reports (the ``probe`` kind of
+report/envelope.py: the host fingerprint, then the facts)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from qmpgmem.cli.main import cli
+from qmpgmem.cli.output import print_table, table_console
 from qmpgmem.engines.qemu.flavours import FLAVOURS, FlavourPlan, plan_flavour_confirmed
 from qmpgmem.host import HostFacts, probe_host
 from qmpgmem.host.facts import Fact
+from qmpgmem.host.fingerprint import host_fingerprint
+from qmpgmem.report.envelope import FlavourPlanRecord, ProbeDocument, document_json
 
 
 async def _probe(
@@ -66,33 +68,43 @@ def _flavour_table(binary: str, plans: dict[str, FlavourPlan]) -> Table:
     return table
 
 
-def _plan_json(plan: FlavourPlan) -> dict[str, Any]:
-    return {
-        "name": plan.name,
-        "usable": plan.usable,
-        "skip_reason": plan.skip_reason,
-        "machine": plan.machine,
-        "machine_opts": plan.machine_opts,
-        "objects": plan.objects,
-        "backend_type": plan.backend_type,
-        "backend_props": plan.backend_props,
-        "bios": plan.bios,
-        "cpu": plan.cpu,
-    }
+def _plan_record(plan: FlavourPlan) -> FlavourPlanRecord:
+    return FlavourPlanRecord(
+        name=plan.name,
+        usable=plan.usable,
+        skip_reason=plan.skip_reason,
+        machine=plan.machine,
+        machine_opts=plan.machine_opts,
+        objects=plan.objects,
+        backend_type=plan.backend_type,
+        backend_props=plan.backend_props,
+        bios=plan.bios,
+        cpu=plan.cpu,
+    )
 
 
-def to_json(facts: HostFacts, plans: dict[str, dict[str, FlavourPlan]]) -> dict[str, Any]:
-    """The JSON document: a summary, every fact with its source, the raw models, the plans."""
-    return {
-        "summary": facts.summary(),
-        "facts": [f.model_dump(mode="json") for f in facts.facts()],
-        "kvm": facts.kvm.model_dump(mode="json"),
-        "qemu": [q.model_dump(mode="json") for q in facts.qemu],
-        "flavours": {
-            binary: {name: _plan_json(p) for name, p in by_name.items()}
-            for binary, by_name in plans.items()
-        },
-    }
+def probe_document(facts: HostFacts, plans: dict[str, dict[str, FlavourPlan]]) -> ProbeDocument:
+    """The JSON document: the envelope (host fingerprint of the binaries probed), a summary,
+    every fact with its source, the raw models, the plans."""
+    host = host_fingerprint(
+        qemu_binaries=[q.binary for q in facts.qemu],
+        qemu_versions={q.binary: q.version_str for q in facts.qemu},
+        kernel_release=facts.kvm.kernel_release,
+        kvm_backend=facts.kvm.backend or "",
+    )
+    return ProbeDocument.model_validate(
+        {
+            "host": host,
+            "summary": facts.summary(),
+            "facts": facts.facts(),
+            "kvm": facts.kvm,
+            "qemu": facts.qemu,
+            "flavours": {
+                binary: {name: _plan_record(p) for name, p in by_name.items()}
+                for binary, by_name in plans.items()
+            },
+        }
+    )
 
 
 @cli.command(short_help="Show what this host's KVM and QEMU binaries support.")
@@ -103,7 +115,12 @@ def to_json(facts: HostFacts, plans: dict[str, dict[str, FlavourPlan]]) -> dict[
     metavar="BIN",
     help="QEMU binary to probe (repeatable; default: qemu-system-x86_64 from PATH).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document instead (schema: qmpgmem schema --report probe).",
+)
 @click.option(
     "--flavours/--no-flavours",
     default=True,
@@ -121,13 +138,13 @@ def probe(binaries: tuple[str, ...], as_json: bool, flavours: bool) -> None:
     """
     facts, plans = asyncio.run(_probe(list(binaries) or None, flavours))
     if as_json:
-        click.echo(json.dumps(to_json(facts, plans), indent=2))
+        click.echo(document_json(probe_document(facts, plans)), nl=False)
         return
-    console = Console()
-    console.print(_fact_table("kernel and KVM", facts.kvm.facts()))
+    console = table_console()
+    print_table(console, _fact_table("kernel and KVM", facts.kvm.facts()))
     for qemu in facts.qemu:
-        console.print(_fact_table(f"QEMU {qemu.binary}", qemu.facts()))
+        print_table(console, _fact_table(f"QEMU {qemu.binary}", qemu.facts()))
         if qemu.binary in plans:
-            console.print(_flavour_table(qemu.binary, plans[qemu.binary]))
+            print_table(console, _flavour_table(qemu.binary, plans[qemu.binary]))
     if not facts.qemu:
         console.print("[yellow]no QEMU binary probed[/] (none in PATH; use --qemu BIN)")

@@ -160,14 +160,16 @@ def host_fingerprint(
         found = hostinfo.find_qemu()
         qemu_binaries = [found] if found else []
     versions = dict(qemu_versions or {})
-    packages = debian_packages(qemu_binaries)
+    # a bare name ("qemu-system-x86_64", as the probe takes it) is the binary on PATH
+    paths = {b: b if os.sep in b else shutil.which(b) or b for b in qemu_binaries}
+    packages = debian_packages(paths.values())
     qemus: list[QemuBinary] = []
-    for binary in qemu_binaries:
-        version, build = qemu_build(binary)
-        pkg = packages[binary]
+    for binary, path in paths.items():
+        version, build = qemu_build(path)
+        pkg = packages[path]
         qemus.append(
             QemuBinary(
-                path=binary,
+                path=path,
                 version=versions.get(binary) or version,
                 build=build,
                 package=pkg[0] if pkg else None,
