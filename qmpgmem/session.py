@@ -79,7 +79,7 @@ async def run_scenarios(
     scenarios: Sequence[LoadedScenario],
     ctx: HostContext,
     options: RunOptions | Sequence[RunOptions],
-    on_start: Callable[[LoadedScenario], None] | None = None,
+    on_start: Callable[[LoadedScenario, RunOptions], None] | None = None,
     on_result: Callable[[ScenarioResult], None] | None = None,
     plan_only: bool = False,
 ) -> RunReport:
@@ -93,7 +93,7 @@ async def run_scenarios(
     for opts in runs:
         for loaded in scenarios:
             if on_start:
-                on_start(loaded)
+                on_start(loaded, opts)
             run = ScenarioRun(loaded, ctx, opts, build_engine)
             result = await (run.plan() if plan_only else run.run())
             results.append(result)

@@ -259,7 +259,7 @@ def test_plan_decides_like_a_run_without_booting(tmp_path: Path) -> None:
     plan = qmpgmem(*args, "--plan", "--json", str(tmp_path / "p.json"), cwd=tmp_path)
     real = qmpgmem(*args, "--json", str(tmp_path / "r.json"), cwd=tmp_path)
     assert plan.returncode == 0 and real.returncode == 0, plan.stderr + real.stderr
-    assert "WOULD-RUN  basic-smoke [qemu]" in plan.stdout
+    assert "WOULD-RUN  basic-smoke [qemu/kvm]" in plan.stdout
     assert "plan: 1 would run, 1 would skip, 0 errors" in plan.stdout
     p = json.loads((tmp_path / "p.json").read_text())["results"]
     r = json.loads((tmp_path / "r.json").read_text())["results"]

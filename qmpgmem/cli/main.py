@@ -62,6 +62,9 @@ def _setup_logging(verbose: int) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("qmpgmem").setLevel(level)
+    # qemu.qmp logs its own errors ("Failed to receive Greeting") before ours says the same
+    # in one sentence; show its chatter only with -vv.
+    logging.getLogger("qemu.qmp").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)
 
 
 @click.group(

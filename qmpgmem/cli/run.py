@@ -1,64 +1,120 @@
 """``qmpgmem run``: run scenarios, show progress, print a summary, write reports.
 
-Exit codes: 0 all passed (skips allowed), 1 anything failed, errored or timed out, 2 invalid
-input. Ctrl-C and SIGTERM cancel the run; every VM is torn down before the process exits.
+Exit codes: 0 all passed (skips allowed unless ``--strict``), 1 anything failed, errored, timed
+out or broke the strict gate, 2 invalid input, 130 interrupted (Ctrl-C, SIGTERM, SIGHUP), 141
+stdout closed. Every VM is torn down before the process exits, and the reports asked for are
+rewritten after each result, so an interrupted run leaves valid ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
+import time
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from qmpgmem.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli
+from qmpgmem.cli.run_output import (
+    STYLE,
+    accelerator_line,
+    artifact_lines,
+    header_line,
+    print_summary,
+    result_line,
+)
 from qmpgmem.host.requirements import check_requirement_syntax
-from qmpgmem.report.result import RunReport, ScenarioResult, Status
-from qmpgmem.runner import RunOptions
+from qmpgmem.report.expected_skips import ExpectedSkips, write_expected_skips
+from qmpgmem.report.files import ReportFiles
+from qmpgmem.report.result import RunReport, ScenarioResult, Status, Summary
+from qmpgmem.runner import HostContext, RunOptions
 from qmpgmem.scenario.loader import LoadedScenario, load_paths
+from qmpgmem.scenario.tags import TagExpression, TagExpressionError
 
-STYLE = {
-    Status.PASSED: "green",
-    Status.FAILED: "bold red",
-    Status.ERROR: "bold magenta",
-    Status.TIMEOUT: "bold yellow",
-    Status.SKIPPED: "cyan",
-    Status.WOULD_RUN: "green",
-    Status.WOULD_SKIP: "cyan",
-}
+__all__ = ["STYLE", "run"]
+
+EXIT_INTERRUPTED = 130
+EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 
 
-def _select(loaded: list[LoadedScenario], keyword: str | None) -> list[LoadedScenario]:
-    if not keyword:
-        return loaded
-    k = keyword.lower()
-    return [s for s in loaded if k in s.scenario.name.lower() or k in str(s.path).lower()]
+class StdoutClosed(Exception):
+    """The reader of our output went away (``qmpgmem run | head``)."""
 
 
-def summary_table(report: RunReport) -> Table:
-    table = Table(title="qmpgmem run", show_lines=False)
-    table.add_column("scenario", no_wrap=True)
-    table.add_column("engine")
-    table.add_column("status")
-    table.add_column("time", justify="right")
-    table.add_column("reason (full text above)", no_wrap=True, max_width=60)
-    for r in report.results:
-        reason = r.reason if len(r.reason) <= 60 else r.reason[:59] + "…"
-        table.add_row(
-            escape(r.scenario),
-            r.engine,
-            f"[{STYLE[r.status]}]{r.status}[/]",
-            f"{r.duration_s:.2f}s",
-            escape(reason),
+@dataclass
+class Progress:
+    """What a run has done so far: enough to write a valid report at any moment."""
+
+    files: ReportFiles
+    ctx: HostContext | None = None
+    engines: str = ""
+    results: list[ScenarioResult] = field(default_factory=list)
+    current: tuple[LoadedScenario, RunOptions, float] | None = None
+    interrupted: str | None = None
+
+    def report(self, complete: bool) -> RunReport:
+        from qmpgmem.session import host_info
+
+        results = list(self.results)
+        if not complete and self.current is not None:
+            loaded, opts, t0 = self.current
+            results.append(
+                ScenarioResult(
+                    scenario=loaded.scenario.name,
+                    file=str(loaded.path),
+                    status=Status.ERROR,
+                    reason=f"interrupted ({self.interrupted or 'SIGINT'}) after "
+                    f"{time.monotonic() - t0:.1f} s; the VM was stopped",
+                    duration_s=round(time.monotonic() - t0, 4),
+                    engine=opts.engine,
+                    tags=list(loaded.scenario.tags),
+                )
+            )
+        return RunReport(
+            summary=Summary.of(results),
+            results=results,
+            host=host_info(self.ctx, self.engines) if self.ctx else _no_host(self.engines),
+            complete=complete,
+            interrupted=None if complete else (self.interrupted or "SIGINT"),
         )
-    return table
+
+
+def _no_host(engines: str) -> Any:
+    from qmpgmem.report.result import HostInfo
+
+    return HostInfo(engine=engines)
+
+
+def _select(
+    loaded: list[LoadedScenario], keyword: str | None, tags: TagExpression | None
+) -> list[LoadedScenario]:
+    out = loaded
+    if keyword:
+        k = keyword.lower()
+        out = [s for s in out if k in s.scenario.name.lower() or k in str(s.path).lower()]
+    if tags is not None:
+        out = [s for s in out if tags.matches(s.scenario.tags)]
+    return out
+
+
+class _Console(Console):
+    """A console that reports a closed pipe as :class:`StdoutClosed` (rich would exit 1)."""
+
+    def on_broken_pipe(self) -> None:
+        # Python would complain again at exit while flushing; point stdout at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise StdoutClosed
+
+
+def _say(console: Console, text: str) -> None:
+    console.print(text, highlight=False)
 
 
 async def _run(
@@ -66,63 +122,68 @@ async def _run(
     options: list[RunOptions],
     qemu: tuple[str, ...],
     console: Console,
-    plan: bool = False,
+    progress: Progress,
+    plan: bool,
 ) -> RunReport:
     from qmpgmem.session import host_context, run_scenarios
 
-    ctx = await host_context(qemu)
+    ctx = progress.ctx = await host_context(qemu)
     total = len(scenarios) * len(options)
-    width = len(str(total))
-    count = 0
-    qemus = ", ".join(f"{v or '?'} ({b})" for b, v in ctx.qemu_versions.items()) or "absent"
-    console.print(
-        f"[bold]qmpgmem[/] {len(scenarios)} scenario(s) on engine "
-        f"{' and '.join(o.engine for o in options)}; "
-        f"kernel {ctx.kernel_release}, KVM backend {ctx.kvm_backend or 'none'}, QEMU {qemus}"
-    )
+    _say(console, header_line(len(scenarios), options, ctx))
+    _say(console, accelerator_line(options, ctx))
 
     def on_result(r: ScenarioResult) -> None:
-        nonlocal count
-        count += 1
-        label = r.status.value.upper()
-        line = f"[{count:>{width}}/{total}] [{STYLE[r.status]}]{label:{10 if plan else 7}}[/] "
-        checks = [st for st in r.steps if st.expected is not None]
-        computed = sum(1 for st in checks if st.computed)
-        detail = f"{r.duration_s:.2f}s"
-        if checks:
-            detail += f", {len(checks)} checks" + (f", {computed} by the model" if computed else "")
-        line += escape(f"{r.scenario} [{r.engine}] ({detail})")
-        if r.status not in (Status.PASSED, Status.WOULD_RUN):
-            line += f" — {escape(r.reason)}"
-        console.print(line, highlight=False)
-        if r.artifacts:
-            console.print(escape(f"      artifacts: {r.artifacts}"), highlight=False)
-            console.print(escape(f"      reproduce: {r.reproduce}"), highlight=False)
+        progress.results.append(r)
+        progress.current = None
+        progress.files.update(progress.report(complete=False))
+        _say(console, result_line(r, len(progress.results), total, plan))
+        for line in artifact_lines(r):
+            _say(console, line)
 
     # A live line for the scenario in progress (on a terminal only; logs get the result lines).
     status = console.status("", spinner="dots") if console.is_terminal else None
 
-    def on_start(loaded: LoadedScenario) -> None:
+    def on_start(loaded: LoadedScenario, opts: RunOptions) -> None:
+        progress.current = (loaded, opts, time.monotonic())
         if status is not None:
-            status.update(escape(f"[{count + 1}/{total}] running {loaded.scenario.name} …"))
+            n = len(progress.results) + 1
+            status.update(f"[{n}/{total}] running {loaded.scenario.name} [{opts.engine}] …")
 
     if status is None:
-        return await run_scenarios(scenarios, ctx, options, on_result=on_result, plan_only=plan)
+        return await run_scenarios(scenarios, ctx, options, on_start, on_result, plan_only=plan)
     with status:
         return await run_scenarios(scenarios, ctx, options, on_start, on_result, plan_only=plan)
 
 
-async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
+async def _cancellable(main: Coroutine[Any, Any, RunReport], progress: Progress) -> RunReport:
     """Run the main coroutine so that SIGTERM and SIGHUP cancel it like Ctrl-C does."""
     task = asyncio.ensure_future(main)
     loop = asyncio.get_running_loop()
+
+    def cancel(name: str) -> None:
+        progress.interrupted = progress.interrupted or name
+        task.cancel()
+
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, cancel, sig.name)
     try:
         return await task
     finally:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+
+def _baseline(expect_skips: Path | None) -> ExpectedSkips:
+    return ExpectedSkips.load(expect_skips) if expect_skips else ExpectedSkips()
+
+
+def _host_class(ctx: HostContext | None) -> str:
+    if ctx is None:
+        return ""
+    qemus = ", ".join(f"QEMU {v or '?'}" for v in ctx.qemu_versions.values())
+    return f"{ctx.kvm_backend or 'no KVM'}, kernel {ctx.kernel_release}" + (
+        f", {qemus}" if qemus else ""
+    )
 
 
 @cli.command(short_help="Run scenarios and report what guest and host saw.")
@@ -147,7 +208,8 @@ async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
     "--accel",
     type=click.Choice(["kvm", "tcg", "auto"]),
     default=None,
-    help="Override the scenarios' vm.accel (auto: kvm when /dev/kvm works).",
+    help="Override the scenarios' vm.accel (auto: kvm when /dev/kvm works, else TCG, and the "
+    "header and each line say so).",
 )
 @click.option(
     "-k",
@@ -156,10 +218,23 @@ async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
     help="Only scenarios whose name or path contains SUBSTRING.",
 )
 @click.option(
-    "--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report here."
+    "-m",
+    "tag_expr",
+    metavar="EXPR",
+    help="Only scenarios whose tags match EXPR, pytest's -m grammar: "
+    "'smoke', 'conversion and not smp', '(kernel or basic) and not large'.",
 )
 @click.option(
-    "--junit", "junit_path", type=click.Path(path_type=Path), help="Write a JUnit XML report here."
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    help="Write the JSON report here ('-': stdout, the human output then goes to stderr).",
+)
+@click.option(
+    "--junit",
+    "junit_path",
+    type=click.Path(path_type=Path),
+    help="Write a JUnit XML report here (junit-10.xsd; '-': stdout).",
 )
 @click.option(
     "--artifacts",
@@ -177,34 +252,77 @@ async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
     help="Boot no guest: print for each scenario and engine whether it would run here or why "
     "it would be skipped (the same decision a run makes).",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    envvar="QMPGMEM_STRICT",
+    help="Fail the run when anything skips that --expect-skips does not expect (no file: any "
+    "skip), or runs on TCG because KVM is unusable. Env: QMPGMEM_STRICT=1.",
+)
+@click.option(
+    "--expect-skips",
+    "expect_skips",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="QMPGMEM_EXPECT_SKIPS",
+    metavar="FILE",
+    help="The host class's expected skips (scenario, engine, reason glob), for --strict. "
+    "Env: QMPGMEM_EXPECT_SKIPS.",
+)
+@click.option(
+    "--write-expected-skips",
+    "write_skips",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help="Write this run's skips as an expected-skips file, to review and keep per host class.",
+)
 def run(
     paths: tuple[Path, ...],
     engines: tuple[str, ...],
     qemu: tuple[str, ...],
     accel: str | None,
     keyword: str | None,
+    tag_expr: str | None,
     json_path: Path | None,
     junit_path: Path | None,
     artifacts: Path,
     keep_run_dirs: bool,
     plan: bool,
+    strict: bool,
+    expect_skips: Path | None,
+    write_skips: Path | None,
 ) -> None:
     """Run scenarios (files or directories; default: scenarios/) on the built-in micro guest.
 
     Each scenario ends passed, failed (an expectation did not hold), error (the VM or the
     harness broke), timeout, or skipped (this host lacks something; the reason says what).
     Exit status: 0 when everything passed or was skipped, 1 when anything failed, errored or
-    timed out, 2 for invalid scenario files or options, 130 when interrupted (every VM is
-    stopped first).
+    timed out (or, with --strict, skipped unexpectedly or fell back to TCG), 2 for invalid
+    scenario files or options, 130 when interrupted (every VM is stopped first; the reports
+    asked for list what finished), 141 when stdout was closed.
 
     \b
     Examples:
       qmpgmem run scenarios/basic
       qmpgmem run scenarios/ --accel tcg --junit build/junit.xml
       qmpgmem run --engine kvm scenarios/kernel
-      qmpgmem run scenarios/ -k smoke --json report.json
+      qmpgmem run scenarios/ -m 'conversion and not smp' --json report.json
       qmpgmem run scenarios/ --engine qemu --engine kvm --plan
+    \b
+    A host-image gate (docs/ci.md):
+      qmpgmem run scenarios/ --engine qemu --engine kvm --write-expected-skips host-class.yaml
+      qmpgmem run scenarios/ --engine qemu --engine kvm --strict --expect-skips host-class.yaml
     """
+    try:
+        tags = TagExpression.parse(tag_expr) if tag_expr is not None else None
+    except TagExpressionError as exc:
+        click.echo(f"-m {tag_expr!r}: {exc}", err=True)
+        raise click.exceptions.Exit(EXIT_USAGE) from None
+    try:
+        files = ReportFiles(json_path, junit_path)
+    except ValueError as exc:
+        click.echo(str(exc), err=True)
+        raise click.exceptions.Exit(EXIT_USAGE) from None
+    baseline = _baseline(expect_skips)  # a bad file is a usage error, before any VM starts
     loaded, issues = load_paths(
         paths or (Path("scenarios"),), requirement_check=check_requirement_syntax
     )
@@ -212,29 +330,55 @@ def run(
         for issue in issues:
             click.echo(str(issue), err=True)
         raise click.exceptions.Exit(EXIT_USAGE)
-    selected = _select(loaded, keyword)
+    selected = _select(loaded, keyword, tags)
     if not selected:
-        click.echo(
-            f"no scenario matches {keyword!r}" if keyword else "no scenarios found", err=True
+        wanted = " and ".join(
+            w for w in (keyword and f"-k {keyword!r}", tag_expr and f"-m {tag_expr!r}") if w
         )
+        click.echo(f"no scenario matches {wanted}" if wanted else "no scenarios found", err=True)
         raise click.exceptions.Exit(EXIT_USAGE)
     options = [
         RunOptions(engine=e, accel=accel, artifacts_dir=artifacts, keep_run_dirs=keep_run_dirs)
         for e in (engines or ("qemu",))
     ]
-    console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+    human = sys.stderr if files.uses_stdout else sys.stdout
+    console = _Console(
+        file=human, highlight=False, soft_wrap=True, width=None if human.isatty() else 160
+    )
+    progress = Progress(files=files, engines=",".join(o.engine for o in options))
+    main = _run(selected, options, qemu, console, progress, plan)
     try:
-        report = asyncio.run(_cancellable(_run(selected, options, qemu, console, plan)))
+        report = asyncio.run(_cancellable(main, progress))
     except (KeyboardInterrupt, asyncio.CancelledError):
-        click.echo("interrupted: all VMs were stopped", err=True)
-        sys.exit(130)
-    s = report.summary
-    if plan:  # no table: the lines above are the plan
-        console.print(s.counts())
-    else:
-        console.print(summary_table(report))
-        console.print(s.counts())
-    from qmpgmem.report.files import write_reports
+        files.finish(progress.report(complete=False))
+        click.echo(
+            f"interrupted ({progress.interrupted or 'SIGINT'}): all VMs were stopped; "
+            f"{len(progress.results)} result(s) finished",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    except StdoutClosed:
+        progress.interrupted = "stdout closed"
+        files.finish(progress.report(complete=False))
+        sys.exit(EXIT_STDOUT_CLOSED)
+    if strict and not plan:
+        from qmpgmem.report.gate import judge
 
-    write_reports(report, json_path, junit_path)
+        report.gate = judge(
+            report.results, baseline, progress.ctx.kvm_unusable if progress.ctx else ""
+        )
+    try:
+        print_summary(console, report, plan)
+        if write_skips:
+            n = write_expected_skips(
+                report.results,
+                write_skips,
+                _host_class(progress.ctx),
+                header=f"expected skips written by qmpgmem run on {os.uname().nodename}; "
+                "review, then run with --strict --expect-skips this file",
+            )
+            console.print(f"wrote {n} expected skip(s) to {write_skips}", highlight=False)
+    except StdoutClosed:
+        pass  # the reports below still get written
+    files.finish(report)
     raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_FAILED)

@@ -72,7 +72,7 @@ class ExpectedSkips:
     """A loaded baseline; an empty one (no file) expects no skip at all."""
 
     entries: tuple[ExpectedSkip, ...] = ()
-    source: str = "no baseline"
+    source: str = ""  # the file; "" when none was given (then no skip is expected)
     host_class: str = ""
 
     def expected(self, result: ScenarioResult) -> ExpectedSkip | None:
@@ -83,9 +83,18 @@ class ExpectedSkips:
         return next((e for e in self.entries if e.names(result)), None)
 
     def unused(self, results: Iterable[ScenarioResult]) -> list[ExpectedSkip]:
-        """Entries no skipped result matched: the scenario runs now, or is not in this run."""
-        skipped = [r for r in results if r.status is Status.SKIPPED]
-        return [e for e in self.entries if not any(e.matches(r) for r in skipped)]
+        """Entries about scenarios of this run that did not skip as expected (they run now,
+        or skip for another reason); entries about scenarios not in the run are left out."""
+        results = list(results)
+        return [
+            e
+            for e in self.entries
+            if any(e.names(r) for r in results)
+            and not any(e.matches(r) for r in results if r.status is Status.SKIPPED)
+        ]
+
+    def describe(self) -> str:
+        return self.source or "no --expect-skips file"
 
     @classmethod
     def load(cls, path: Path) -> ExpectedSkips:

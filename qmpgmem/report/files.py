@@ -1,21 +1,63 @@
-"""Write a run's reports where the user asked: JSON and/or JUnit XML (one call for every
-command that produces a RunReport: run, lab selftests)."""
+"""Write a run's reports where the user asked: JSON and/or JUnit XML, files or stdout (``-``).
+
+Why rewritten after every result: a run stopped by SIGTERM, Ctrl-C, a closed pipe, a CI
+timeout or even SIGKILL leaves reports that parse and list what finished (``complete: false``);
+each rewrite is atomic (temp file + rename), so a reader never sees half a file. ``-`` can only
+be written once, at the end (or at the interruption).
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from qmpgmem.report.result import RunReport
 
-__all__ = ["write_reports"]
+__all__ = ["STDOUT", "ReportFiles", "write_reports"]
+
+STDOUT = Path("-")
+
+
+class ReportFiles:
+    """The JSON and JUnit destinations of one run."""
+
+    def __init__(self, json_path: Path | None, junit_path: Path | None) -> None:
+        if json_path == STDOUT and junit_path == STDOUT:
+            raise ValueError("--json - and --junit - cannot both write to stdout")
+        self.json_path = json_path
+        self.junit_path = junit_path
+
+    @property
+    def uses_stdout(self) -> bool:
+        """True when a report goes to stdout, so the human output must go to stderr."""
+        return STDOUT in (self.json_path, self.junit_path)
+
+    def update(self, report: RunReport) -> None:
+        """Rewrite the report files (not stdout) with the results so far."""
+        self._write(report, to_stdout=False)
+
+    def finish(self, report: RunReport) -> None:
+        """The final reports, stdout included."""
+        self._write(report, to_stdout=True)
+
+    def _write(self, report: RunReport, to_stdout: bool) -> None:
+        from qmpgmem.report.json import run_report_json, write_json
+        from qmpgmem.report.junit import junit_xml, write_junit
+
+        if self.json_path == STDOUT:
+            if to_stdout:
+                sys.stdout.write(run_report_json(report))
+                sys.stdout.flush()
+        elif self.json_path is not None:
+            write_json(report, self.json_path)
+        if self.junit_path == STDOUT:
+            if to_stdout:
+                sys.stdout.write(junit_xml(report))
+                sys.stdout.flush()
+        elif self.junit_path is not None:
+            write_junit(report, self.junit_path)
 
 
 def write_reports(report: RunReport, json_path: Path | None, junit_path: Path | None) -> None:
-    if json_path:
-        from qmpgmem.report.json import write_json
-
-        write_json(report, json_path)
-    if junit_path:
-        from qmpgmem.report.junit import write_junit
-
-        write_junit(report, junit_path)
+    """One call for commands that write their reports once (lab selftests)."""
+    ReportFiles(json_path, junit_path).finish(report)

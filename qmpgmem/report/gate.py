@@ -21,11 +21,10 @@ def _violation(result: ScenarioResult, baseline: ExpectedSkips) -> str | None:
     if result.status is Status.SKIPPED and baseline.expected(result) is None:
         near = baseline.about(result)
         if near is not None:
-            return (
-                f"skip reason changed: {near.line and f'line {near.line} of '}{baseline.source} "
-                f"expects {near.reason!r}"
-            )
-        return f"skip not in the expected skips ({baseline.source})"
+            return f"skip reason changed: {baseline.source}:{near.line} expects {near.reason!r}"
+        if not baseline.source:
+            return "skip not expected (no --expect-skips file)"
+        return f"skip not in {baseline.source}"
     if result.accel_note:
         return f"ran on TCG, not KVM ({result.accel_note})"
     return None
@@ -48,7 +47,7 @@ def judge(
     if failed:
         parts.append(f"{failed} did not pass")
     if skips:
-        parts.append(f"{skips} skip{'s' if skips != 1 else ''} not expected by {baseline.source}")
+        parts.append(f"{skips} unexpected skip{'s' if skips != 1 else ''} ({baseline.describe()})")
     if tcg:
         parts.append(f"{tcg} ran on TCG instead of KVM")
     passed = not parts
@@ -65,7 +64,7 @@ def judge(
     return Gate(
         passed=passed,
         verdict=verdict,
-        baseline=baseline.source,
+        baseline=baseline.describe(),
         violations=violations,
         unused_expected_skips=unused,
     )

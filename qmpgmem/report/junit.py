@@ -51,6 +51,9 @@ def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, str]]:
     if isinstance(value, dict):
         for key, inner in value.items():
             yield from _flatten(f"{prefix}.{key}" if prefix else str(key), inner)
+    elif isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        for i, inner in enumerate(value):
+            yield from _flatten(f"{prefix}.{i}", inner)
     elif isinstance(value, list):
         yield prefix, ", ".join(str(v) for v in value)
     else:

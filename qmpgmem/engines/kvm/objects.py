@@ -152,7 +152,8 @@ class Kvm(_Fd):
         except OSError as exc:
             self.close()
             raise KvmUnusable(
-                exc.errno, f"{path} is not a KVM device (KVM_GET_API_VERSION: {exc.strerror})"
+                exc.errno,
+                f"{path} is not a KVM device (KVM_GET_API_VERSION: {os.strerror(exc.errno or 0)})",
             ) from exc
         if version != KVM_API_VERSION:
             self.close()
