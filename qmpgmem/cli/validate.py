@@ -8,6 +8,7 @@ import click
 
 from qmpgmem.cli.main import EXIT_USAGE, cli
 from qmpgmem.host.requirements import check_requirement_syntax
+from qmpgmem.library import default_paths
 from qmpgmem.model.check import disagreements
 from qmpgmem.scenario.loader import load_paths
 
@@ -17,9 +18,12 @@ def _plural(count: int, word: str) -> str:
 
 
 @cli.command(short_help="Check scenario files without running them.")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 def validate(paths: tuple[Path, ...]) -> None:
     """Check scenario files (directories are searched for *.yaml, *.yml, *.json).
+
+    Without PATHS: ./scenarios when it exists, else the scenario library installed with
+    qmpgmem.
 
     Prints every problem as FILE:LINE:COL: field: message and exits 2 if there is one;
     exits 0 when all scenarios are valid. An explicit expectation that the memory model
@@ -29,8 +33,11 @@ def validate(paths: tuple[Path, ...]) -> None:
     \b
     Example:
       qmpgmem validate scenarios/ extra/my-test.yaml
+      qmpgmem validate
     """
-    loaded, issues = load_paths(paths, requirement_check=check_requirement_syntax)
+    loaded, issues = load_paths(
+        paths or default_paths(), requirement_check=check_requirement_syntax
+    )
     for issue in issues:
         click.echo(str(issue))
     for item in loaded:

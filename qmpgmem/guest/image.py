@@ -1,6 +1,10 @@
 """Locate or build the micro guest: the 64 KiB ROM (microvm ``-bios``) and the PVH ELF
 (``-kernel``), both from ``images/microguest``.
 
+Where the sources are: package data at ``qmpgmem/data/microguest`` — in a checkout a symlink
+to ``images/microguest``, in an installed wheel a copy of the same files — so an installed
+qmpgmem builds its guest without a checkout; ``$QMPGMEM_MICROGUEST_SRC`` overrides it.
+
 Why build on demand: the images are a few kilobytes of freestanding C and assembly that the
 host's own gcc/ld/objcopy turn out in about a second, so nothing binary lives in the
 repository. Why a cache keyed by a digest of the sources: a changed source is a new directory,
@@ -31,8 +35,10 @@ OUTPUTS: Final[dict[str, str]] = {"rom": "microguest.rom", "pvh": "microguest.el
 ROM_SIZE: Final = 64 * 1024
 #: The tools the Makefile runs.
 TOOLS: Final = ("make", "gcc", "ld", "objcopy")
-#: Override for the source directory (an installed qmpgmem has no images/ next to it).
+#: Override for the source directory (by default the package data, see source_dir()).
 SOURCE_ENV: Final = "QMPGMEM_MICROGUEST_SRC"
+#: The sources as package data; a symlink to images/microguest in a checkout.
+PACKAGED_SOURCES: Final = Path(__file__).resolve().parents[1] / "data" / "microguest"
 BUILD_TIMEOUT: Final = 300.0
 
 _SOURCE_SUFFIXES: Final = frozenset({".c", ".h", ".S", ".ld"})
@@ -40,12 +46,14 @@ _SOURCE_NAMES: Final = frozenset({"Makefile"})
 
 
 def source_dir() -> Path:
-    """The micro guest's sources: ``$QMPGMEM_MICROGUEST_SRC`` or the checkout's images/."""
+    """The micro guest's sources: ``$QMPGMEM_MICROGUEST_SRC``, else the package data
+    (symlinks resolved: images/microguest in a checkout)."""
     override = os.environ.get(SOURCE_ENV)
-    path = Path(override) if override else Path(__file__).resolve().parents[2] / "images/microguest"
+    path = Path(override) if override else PACKAGED_SOURCES.resolve()
     if not (path / "Makefile").is_file():
+        where = f"{SOURCE_ENV} names" if override else "this qmpgmem installation has"
         raise SetupError(
-            f"the micro guest sources are not at {path} (no Makefile); "
+            f"the micro guest sources are not at {path} (no Makefile; {where} no sources); "
             f"set {SOURCE_ENV} to the images/microguest directory of a qmpgmem checkout"
         )
     return path

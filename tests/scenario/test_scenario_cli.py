@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from qmpgmem import __version__
 from qmpgmem.cli import cli, main
 from qmpgmem.errors import EngineError, ScenarioError, SetupError
+from qmpgmem.library import library_path
 from qmpgmem.scenario.schema import scenario_json_schema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,9 +65,13 @@ def test_validate_missing_path(tmp_path: Path) -> None:
     assert f"{tmp_path / 'none.yaml'}: no such file or directory" in result.stdout
 
 
-def test_validate_needs_a_path() -> None:
+def test_validate_without_paths_checks_the_shipped_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./scenarios here
     result = CliRunner().invoke(cli, ["validate"])
-    assert result.exit_code == 2 and "Missing argument" in result.output
+    shipped = len(list(library_path().rglob("*.yaml")))
+    assert result.exit_code == 0 and result.output.endswith(f"{shipped} scenarios valid\n")
 
 
 def test_schema_stdout() -> None:
