@@ -220,35 +220,47 @@ def _apt_for(source: KernelSource) -> PrivateApt:
     return PrivateApt(root, source.suite)
 
 
-def _run_logged(argv: list[str], cwd: Path, log_file: Path, what: str) -> None:
-    with log_file.open("a") as out:
-        out.write(f"$ {' '.join(argv)}\n")
-        out.flush()
-        done = subprocess.run(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        tail = log_file.read_text(errors="replace").splitlines()[-15:]
-        raise SetupError(
-            f"{what} failed (exit {done.returncode}); log {log_file}:\n" + "\n".join(tail)
-        )
+#: What an outer make (``make lab`` runs ``qmpgmem lab kernel``) leaves in the environment.
+#: The selftests' lib.mk sets OUTPUT only at MAKELEVEL 0; inherited, the test programs are
+#: linked by make's built-in rule without libkvm ("undefined reference to test_assert").
+_OUTER_MAKE_VARS: Final = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKE_TERMOUT")
 
 
-def _make_counting(
-    argv: list[str], cwd: Path, log_file: Path, progress: Progress, phase: str, total: int | None
+def make_environment() -> dict[str, str]:
+    """The environment for the kernel's makes: ours, minus what an outer make put there."""
+    return {k: v for k, v in os.environ.items() if k not in _OUTER_MAKE_VARS}
+
+
+def _run_logged(
+    argv: list[str],
+    cwd: Path,
+    log_file: Path,
+    what: str,
+    progress: Progress | None = None,
+    total: int | None = None,
 ) -> int:
-    """Run make, write its output to the log, report each compiled object; returns the count."""
+    """Run ``argv`` with its output appended to the log; with ``progress``, report each
+    compiled object (returns the count). A failure raises with the log's tail."""
     count = 0
     with log_file.open("a") as out:
         out.write(f"$ {' '.join(argv)}\n")
+        out.flush()
         proc = subprocess.Popen(
-            argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            argv,
+            cwd=cwd,
+            env=make_environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
         )
         assert proc.stdout is not None
         try:
             for line in proc.stdout:
                 out.write(line)
-                if line.startswith(("  CC ", "  AS ", "  CC [M] ")):
+                if progress is not None and line.startswith(("  CC ", "  AS ", "  CC [M] ")):
                     count += 1
-                    progress(phase, count, total)
+                    progress(what, count, total)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -256,7 +268,7 @@ def _make_counting(
     if proc.returncode != 0:
         tail = log_file.read_text(errors="replace").splitlines()[-20:]
         raise SetupError(
-            f"{phase} failed (exit {proc.returncode}); log {log_file}:\n" + "\n".join(tail)
+            f"{what} failed (exit {proc.returncode}); log {log_file}:\n" + "\n".join(tail)
         )
     return count
 
@@ -379,8 +391,8 @@ def build_kernel(
         config = configure(tree, log_file)
         estimate = _estimated_objects(source.series)
         t0 = time.monotonic()
-        objects = _make_counting(
-            ["make", f"-j{jobs}", "bzImage"], tree, log_file, report, "build bzImage", estimate
+        objects = _run_logged(
+            ["make", f"-j{jobs}", "bzImage"], tree, log_file, "build bzImage", report, estimate
         )
         build_seconds = time.monotonic() - t0
         release = (tree / "include/config/kernel.release").read_text().strip()
