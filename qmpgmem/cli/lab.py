@@ -120,7 +120,12 @@ def kernel(series: str | None, jobs: int | None, refresh: bool) -> None:
 # ---- booting L1 for a job ------------------------------------------------------------------
 
 #: ``qmpgmem run`` options whose values are host paths the job writes: rewritten to the share.
-_OUTPUT_OPTIONS = {"--json": "run.json", "--junit": "junit.xml", "--artifacts": "artifacts"}
+_OUTPUT_OPTIONS = {
+    "--json": "run.json",
+    "--junit": "junit.xml",
+    "--artifacts": "artifacts",
+    "--write-expected-skips": "expected-skips.yaml",
+}
 
 
 #: L1 console lines shown even without -v: the lab's own complaints and a dying kernel.
@@ -256,6 +261,10 @@ def _rewrite_outputs(args: list[str], share_out: str) -> tuple[list[str], dict[s
                     raise click.UsageError(f"{name} needs a value")
                 value = args[i + 1]
                 i += 1
+            if value == "-":
+                raise click.UsageError(
+                    f"{name} -: a lab run's reports come back through L1's share; name a file"
+                )
             wanted[name] = Path(value)
         else:
             out.append(arg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 
 from qmpgmem.cli.lab import _rewrite_outputs
@@ -62,3 +63,11 @@ def test_run_outputs_go_to_the_share_and_come_back_where_asked() -> None:
         "--junit": Path("j.xml"),
         "--artifacts": Path("qmpgmem-artifacts"),
     }
+
+
+def test_a_baseline_written_in_l1_comes_back_and_stdout_reports_are_refused() -> None:
+    args, wanted = _rewrite_outputs(["--strict", "--write-expected-skips", "lab.yaml"], "/S")
+    assert args[-2:] == ["--write-expected-skips", "/S/expected-skips.yaml"]
+    assert wanted["--write-expected-skips"] == Path("lab.yaml")
+    with pytest.raises(click.UsageError, match="name a file"):
+        _rewrite_outputs(["--json", "-"], "/S")
