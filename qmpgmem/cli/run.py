@@ -31,6 +31,7 @@ from qmpgmem.cli.run_output import (
     result_line,
 )
 from qmpgmem.host.requirements import check_requirement_syntax
+from qmpgmem.library import default_paths
 from qmpgmem.report.expected_skips import ExpectedSkips, write_expected_skips
 from qmpgmem.report.files import ReportFiles
 from qmpgmem.report.result import RunReport, ScenarioResult, Status, Summary
@@ -291,7 +292,8 @@ def run(
     expect_skips: Path | None,
     write_skips: Path | None,
 ) -> None:
-    """Run scenarios (files or directories; default: scenarios/) on the built-in micro guest.
+    """Run scenarios (files or directories; default: ./scenarios, else the library installed
+    with qmpgmem) on the built-in micro guest.
 
     Each scenario ends passed, failed (an expectation did not hold), error (the VM or the
     harness broke), timeout, or skipped (this host lacks something; the reason says what).
@@ -324,7 +326,7 @@ def run(
         raise click.exceptions.Exit(EXIT_USAGE) from None
     baseline = _baseline(expect_skips)  # a bad file is a usage error, before any VM starts
     loaded, issues = load_paths(
-        paths or (Path("scenarios"),), requirement_check=check_requirement_syntax
+        paths or default_paths(), requirement_check=check_requirement_syntax
     )
     if issues:
         for issue in issues:
