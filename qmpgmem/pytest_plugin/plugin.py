@@ -1,100 +1,202 @@
 """pytest plugin: scenario files become test items (``pytest --qmpgmem scenarios/``).
 
 Why a plugin: CI systems of QEMU/KVM/firmware stacks already run pytest and read its JUnit
-XML; each scenario is one item, a skip carries the capability reason, and a failure reprints
-the failing step's lines of the YAML file. Off unless ``--qmpgmem`` is given, so installing
-qmpgmem never changes another project's test collection.
+XML; each scenario is one item per engine and QEMU binary, a skip carries the capability
+reason and the YAML line, a failure reprints the failing step's lines of the file, and an
+error or timeout is a pytest error. Off unless ``--qmpgmem`` is given, so installing qmpgmem
+never changes another project's test collection; with it, only files that look like
+scenarios (and match the ini ``qmpgmem_paths``) are collected. docs/pytest-plugin.md has the
+whole contract.
 """
 
 from __future__ import annotations
 
-import asyncio
+import fnmatch
+import os
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from qmpgmem.report.result import ScenarioResult, Status
-from qmpgmem.runner import RunOptions
-from qmpgmem.scenario.loader import SCENARIO_SUFFIXES, LoadedScenario, load_scenario
+from qmpgmem.pytest_plugin.variants import ENGINES, STATE, PluginState
+
+# Everything else of qmpgmem is imported once --qmpgmem is given: pytest loads this plugin
+# (entry point pytest11) in every run of a venv that has qmpgmem installed.
+
+#: Prefix of the testsuite properties this plugin writes into pytest's JUnit XML.
+PROPERTY_PREFIX = "qmpgmem"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("qmpgmem", "qmpgmem scenario files")
     group.addoption("--qmpgmem", action="store_true", help="Collect scenario files as tests.")
-    group.addoption("--qmpgmem-engine", default="qemu", choices=["qemu", "kvm"])
-    group.addoption("--qmpgmem-qemu", default=None, metavar="BIN", help="QEMU binary.")
+    group.addoption(
+        "--qmpgmem-engine",
+        action="append",
+        choices=list(ENGINES),
+        metavar="ENGINE",
+        help="Engine to run each scenario on: qemu (default) or kvm; repeat for both.",
+    )
+    group.addoption(
+        "--qmpgmem-qemu",
+        action="append",
+        metavar="BIN",
+        help="QEMU binary for the qemu engine (default qemu-system-x86_64 on PATH); "
+        "repeat to run each scenario on each.",
+    )
     group.addoption("--qmpgmem-accel", default=None, choices=["kvm", "tcg", "auto"])
     group.addoption("--qmpgmem-artifacts", default="qmpgmem-artifacts", metavar="DIR")
+    parser.addini(
+        "qmpgmem_paths",
+        "With --qmpgmem, collect scenario files only where one of these globs matches "
+        "(relative to the rootdir; a directory takes everything below it).",
+        type="args",
+        default=[],
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("qmpgmem"):
+        return
+    from qmpgmem import hostinfo
+
+    qemu = list(dict.fromkeys(config.getoption("qmpgmem_qemu") or []))
+    for name in qemu:
+        binary = hostinfo.find_qemu(name)
+        if binary is None or not os.access(binary, os.X_OK) or os.path.isdir(binary):
+            raise pytest.UsageError(f"--qmpgmem-qemu {name}: no such executable")
+    config.stash[STATE] = PluginState(
+        engines=list(dict.fromkeys(config.getoption("qmpgmem_engine") or ["qemu"])),
+        qemu=qemu,
+        accel=config.getoption("qmpgmem_accel"),
+        artifacts=Path(config.getoption("qmpgmem_artifacts")),
+        patterns=list(config.getini("qmpgmem_paths")),
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return None
+    ctx = state.collect_context()
+    kvm = ctx.kvm_backend or "none"
+    if not ctx.kvm_usable:
+        kvm += f" (unusable: {ctx.kvm_unusable})"
+    qemus = ", ".join(f"{b} {ctx.qemu_versions.get(b) or '?'}" for b in ctx.qemu_binaries)
+    return [f"qmpgmem: engines {', '.join(state.engines)}; KVM {kvm}; QEMU {qemus or 'none found'}"]
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
-    if parent.config.getoption("qmpgmem") and file_path.suffix in SCENARIO_SUFFIXES:
-        return ScenarioFile.from_parent(parent, path=file_path)
-    return None
+    state = parent.config.stash.get(STATE, None)
+    if state is None:
+        return None
+    from qmpgmem.pytest_plugin.items import ScenarioFile
+    from qmpgmem.scenario.loader import SCENARIO_SUFFIXES, looks_like_scenario
+
+    if file_path.suffix not in SCENARIO_SUFFIXES:
+        return None
+    # A file named on the command line is the user's choice: load it, and say if it is none.
+    if not parent.session.isinitpath(file_path):
+        if state.patterns and not matches_paths(file_path, parent.config.rootpath, state.patterns):
+            return None
+        if not looks_like_scenario(file_path):
+            return None
+    return ScenarioFile.from_parent(parent, path=file_path)
 
 
-class ScenarioFile(pytest.File):
-    def collect(self) -> Any:
-        from qmpgmem.host.requirements import check_requirement_syntax
+def matches_paths(path: Path, root: Path, patterns: list[str]) -> bool:
+    """Whether ``path`` is selected by one of ``patterns`` (fnmatch, relative to ``root``).
 
-        # a ScenarioError fails collection with FILE:LINE
-        loaded = load_scenario(self.path, requirement_check=check_requirement_syntax)
-        yield ScenarioItem.from_parent(self, name=loaded.scenario.name, loaded=loaded)
+    A pattern without ``/`` also matches the file's name (``*.scenario.yaml``); a pattern
+    matching a directory selects everything below it (``scenarios``); ``*`` crosses ``/``
+    and ``**/`` may match no directory at all (``scenarios/**/*.yaml`` takes
+    ``scenarios/a.yaml`` too).
+    """
+    try:
+        rel = path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        rel = path.resolve().as_posix()
+    candidates = [rel, *(p.as_posix() for p in Path(rel).parents if p != Path("."))]
+    for pattern in patterns:
+        pattern = pattern.rstrip("/")
+        if os.path.isabs(pattern):
+            pattern = Path(pattern).resolve().as_posix()
+        alternatives = {pattern, pattern.replace("**/", "")}
+        if "/" not in pattern and fnmatch.fnmatchcase(path.name, pattern):
+            return True
+        if any(fnmatch.fnmatchcase(c, p) for c in candidates for p in alternatives):
+            return True
+    return False
 
 
-class ScenarioFailed(Exception):
-    def __init__(self, result: ScenarioResult):
-        super().__init__(result.reason)
-        self.result = result
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if item.config.stash.get(STATE, None) is not None:
+        from qmpgmem.pytest_plugin.items import ScenarioItem
+
+        if isinstance(item, ScenarioItem):
+            item.locate_report(report, call)
+    return report
 
 
-class ScenarioItem(pytest.Item):
-    def __init__(self, *, loaded: LoadedScenario, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.loaded = loaded
+@pytest.hookimpl(tryfirst=True)  # before the junitxml plugin writes its file
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE, None)
+    if state is None or state.host_context is None:
+        return
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError:  # pragma: no cover - pytest without its junitxml internals
+        return
+    xml = session.config.stash.get(xml_key, None)
+    if xml is None:
+        return
+    for name, value in testsuite_properties(state, session.items):
+        xml.add_global_property(name, value)
 
-    def runtest(self) -> None:
-        from qmpgmem.engines.factory import build_engine
-        from qmpgmem.runner import ScenarioRun
-        from qmpgmem.session import host_context
 
-        cfg = self.config
-        options = RunOptions(
-            engine=cfg.getoption("qmpgmem_engine"),
-            accel=cfg.getoption("qmpgmem_accel"),
-            artifacts_dir=Path(cfg.getoption("qmpgmem_artifacts")),
-        )
+def testsuite_properties(state: PluginState, items: list[pytest.Item]) -> list[tuple[str, str]]:
+    """The host fingerprint and each scenario's tags, as (name, value) strings.
 
-        async def go() -> ScenarioResult:
-            ctx = await host_context(cfg.getoption("qmpgmem_qemu"))
-            return await ScenarioRun(self.loaded, ctx, options, build_engine).run()
+    Testsuite properties, never per-test ones: pytest writes ``record_property`` into each
+    ``<testcase>``, which Jenkins' junit-10.xsd (xunit2) does not allow.
+    """
+    from qmpgmem.pytest_plugin.items import ScenarioItem
+    from qmpgmem.session import host_info
 
-        result = asyncio.run(go())
-        self.user_properties.append(("status", str(result.status)))
-        if result.status is Status.SKIPPED:
-            pytest.skip(result.reason)
-        if result.status is not Status.PASSED:
-            raise ScenarioFailed(result)
+    ctx = state.host_context
+    assert ctx is not None
+    info = host_info(ctx, ",".join(state.engines)).model_dump(mode="json")
+    props = list(flatten(info, f"{PROPERTY_PREFIX}.host"))
+    tags: dict[str, list[str]] = {}
+    for item in items:
+        if isinstance(item, ScenarioItem) and item.loaded.scenario.tags:
+            tags.setdefault(item.loaded.scenario.name, item.loaded.scenario.tags)
+    props += [(f"{PROPERTY_PREFIX}.tags.{name}", ",".join(t)) for name, t in tags.items()]
+    return props
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if not isinstance(excinfo.value, ScenarioFailed):
-            return super().repr_failure(excinfo)
-        r = excinfo.value.result
-        out = [f"{r.status}: {r.reason}"]
-        lines = self.loaded.text.splitlines()
-        for st in r.steps:
-            if st.status is not Status.PASSED and st.line:
-                end = next((s for s in self.loaded.step_lines if s > st.line), st.line + 6)
-                out.append(f"step {st.index} ({self.loaded.path}:{st.line}):")
-                out += [
-                    f"  {n:4} | {lines[n - 1]}" for n in range(st.line, min(end, len(lines) + 1))
-                ]
-                if st.expected or st.seen:
-                    out.append(f"  expected: {st.expected}\n  seen:     {st.seen}")
-        if r.artifacts:
-            out.append(f"artifacts: {r.artifacts}\nreproduce: {r.reproduce}")
-        return "\n".join(out)
 
-    def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, 0, f"scenario: {self.name}"
+def flatten(value: Any, prefix: str) -> Iterator[tuple[str, str]]:
+    """A JSON-like value as ``prefix.key.sub`` = string pairs; lists of scalars comma-joined."""
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield from flatten(sub, f"{prefix}.{key}")
+    elif isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        for index, sub in enumerate(value):
+            yield from flatten(sub, f"{prefix}.{index}")
+    elif isinstance(value, list):
+        yield prefix, ",".join(_scalar(v) for v in value)
+    else:
+        yield prefix, _scalar(value)
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +41,8 @@ __all__ = [
     "ScenarioIssue",
     "load_paths",
     "load_scenario",
+    "looks_like_scenario",
+    "scenario_line",
 ]
 
 log = logging.getLogger(__name__)
@@ -183,6 +186,59 @@ def _expand(paths: Iterable[str | Path], issues: list[ScenarioIssue]) -> list[Pa
         else:
             issues.append(_issue(path, "no such file or directory"))
     return files
+
+
+#: The keys every scenario must have (name, description, vm, steps), from the model.
+_REQUIRED_KEYS: Final = frozenset(
+    info.alias or name for name, info in Scenario.model_fields.items() if info.is_required()
+)
+#: Of those, the ones an unrelated file rarely has at its top level.
+_DISTINCT_KEYS: Final = frozenset({"vm", "steps"}) & _REQUIRED_KEYS
+#: A scenario is a few KiB; a larger file is data, not a scenario.
+_SNIFF_LIMIT: Final = 1 << 20
+#: A top-level key of a block mapping: ``name:``, ``"name":``, at column 0.
+_TOP_KEY = re.compile(
+    r"""^(?:"([^"\n]*)"|'([^'\n]*)'|([A-Za-z_][\w.-]*))[ \t]*:(?=[ \t]|$)""", re.MULTILINE
+)
+_JSON_KEY = re.compile(r'"([A-Za-z_]\w*)"\s*:')
+
+
+def looks_like_scenario(path: str | Path) -> bool:
+    """Whether ``path`` is meant as a scenario file, without validating it.
+
+    It is when its top level is a mapping with at least two of the keys every scenario must
+    have (name, description, vm, steps), one of them vm or steps. A file that does not parse
+    is judged by its top-level lines. Never raises; unreadable, non-UTF-8 and files over
+    1 MiB are not scenarios.
+
+    Why this loose: a collector (the pytest plugin) must leave a project's unrelated
+    ``config.yaml`` alone, yet a scenario that misses a required key or has a syntax error
+    must still reach :func:`load_scenario` and fail there with FILE:LINE.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size > _SNIFF_LIMIT:
+            return False
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    keys: set[str]
+    try:
+        document = _parse(path, text)
+    except InvalidScenarioError:  # a syntax error: read the keys off the lines
+        pattern = _JSON_KEY if path.suffix == ".json" else _TOP_KEY
+        keys = {next(g for g in m.groups() if g is not None) for m in pattern.finditer(text)}
+    else:
+        if not isinstance(document, dict):
+            return False
+        keys = {key for key in document if isinstance(key, str)}
+    found = keys & _REQUIRED_KEYS
+    return len(found) >= 2 and bool(found & _DISTINCT_KEYS)
+
+
+def scenario_line(text: str) -> int:
+    """The 1-based line where a scenario's text names it (its ``name:`` key), else 1."""
+    return _name_position(text)[0]
 
 
 def _load_text(
