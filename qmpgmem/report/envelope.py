@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from qmpgmem import __version__
@@ -76,6 +76,13 @@ class Envelope(BaseModel):
         default_factory=_now, json_schema_extra={"pattern": CREATED_PATTERN}
     )
     host: HostInfo
+
+    @field_validator("created")
+    @classmethod
+    def _utc(cls, value: dt.datetime) -> dt.datetime:
+        if value.utcoffset() != dt.timedelta(0):
+            raise ValueError("created must be in UTC (…Z)")
+        return value
 
 
 class RunDocument(RunReport, Envelope):
