@@ -139,6 +139,28 @@ def test_kernel_contract(tmp_path: Path, columns: str | None) -> None:
     assert max(len(r[2]) for r in rows) > 80
     assert_readable(done.stdout, rows)
 
+@pytest.mark.usefixtures("qemu_binary")
+@pytest.mark.parametrize("columns", [None, "80"], ids=["no-COLUMNS", "COLUMNS=80"])
+def test_run(tmp_path: Path, columns: str | None) -> None:
+    """Each result is one line holding its whole reason; the per-engine counts table is
+    readable; the closing list repeats what did not pass, whole."""
+    lib = ROOT / "scenarios/basic"
+    done = piped(
+        "run", str(lib / "smoke.yaml"), str(lib / "host-write.yaml"),
+        "--json", str(tmp_path / "r.json"), columns=columns,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    skipped = next(r for r in results if r["status"] == "skipped")
+    assert len(skipped["reason"]) > 80  # the check means something: a long reason
+    lines = done.stdout.splitlines()
+    for r in results:
+        whole = f"{r['scenario']} [{r['engine']}/{r['accel']}]"
+        line = next(line for line in lines if whole in line)
+        assert line.startswith("[") and r["reason"] in line, line
+    assert_readable(done.stdout, [("qemu", "1", "0", "0", "0", "1")])
+
+
 
 def test_validate(tmp_path: Path) -> None:
     bad = tmp_path / ("a-directory-with-a-long-name-" * 3) / "broken.yaml"

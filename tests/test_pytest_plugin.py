@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from qmpgmem import hostinfo
-from qmpgmem.pytest_plugin.plugin import flatten, matches_paths
+from qmpgmem.pytest_plugin.plugin import matches_paths
 from qmpgmem.pytest_plugin.variants import version_labels
 from qmpgmem.scenario.loader import looks_like_scenario
 
@@ -97,7 +97,15 @@ def test_statuses_point_into_the_yaml_and_junit_validates(
 ) -> None:
     pytester.makefile(".yaml", good=GOOD, bad=BAD, snp=SNP, err=ERR, slow=SLOW)
     junit = pytester.path / "junit.xml"
-    result = run(pytester, "-rsfE", f"--junitxml={junit}", "-o", "junit_family=xunit2")
+    result = run(
+        pytester,
+        "-rsfE",
+        f"--junitxml={junit}",
+        "-o",
+        "junit_family=xunit2",
+        "-o",
+        "junit_logging=system-out",
+    )
 
     # an error or a timeout is a pytest error, a wrong expectation a failure
     result.assert_outcomes(passed=1, failed=1, skipped=1, errors=2)
@@ -124,7 +132,12 @@ def test_statuses_point_into_the_yaml_and_junit_validates(
     junit_xsd.validate(str(junit))  # raises, naming the element, when invalid
     cases = junit_cases(junit)
     assert set(cases) == {f"{n}[{q}]" for n in ("good", "bad", "snp", "err", "slow")}
-    assert cases[f"bad[{q}]"].find("failure") is not None
+    failure = cases[f"bad[{q}]"].find("failure")
+    assert failure is not None
+    # the kept run's tails in the failure text, its files as attachments in <system-out>
+    assert "--- last 40 lines of guest serial (serial.log) ---" in (failure.text or "")
+    out = cases[f"bad[{q}]"].findtext("system-out") or ""
+    assert "[[ATTACHMENT|qmpgmem-artifacts/" in out and "serial.log]]" in out
     for name in ("err", "slow"):
         assert cases[f"{name}[{q}]"].find("error") is not None
         assert cases[f"{name}[{q}]"].find("failure") is None
@@ -360,13 +373,3 @@ def test_a_tag_pytest_acts_on_is_no_marker(pytester: pytest.Pytester) -> None:
     )
     none = run(pytester, "--collect-only", "-q", "-m", "skip")
     none.stdout.fnmatch_lines(["*1 deselected*"])
-
-
-def test_flatten_makes_string_properties() -> None:
-    value = {"a": {"b": None, "c": [1, 2]}, "d": [{"e": True}], "f": 1.5}
-    assert list(flatten(value, "p")) == [
-        ("p.a.b", ""),
-        ("p.a.c", "1,2"),
-        ("p.d.0.e", "true"),
-        ("p.f", "1.5"),
-    ]

@@ -34,7 +34,7 @@ from qmpgmem.host.requirements import check_requirement_syntax
 from qmpgmem.library import default_paths
 from qmpgmem.report.expected_skips import ExpectedSkips, write_expected_skips
 from qmpgmem.report.files import ReportFiles
-from qmpgmem.report.result import RunReport, ScenarioResult, Status, Summary
+from qmpgmem.report.result import HostInfo, RunReport, ScenarioResult, Status, Summary
 from qmpgmem.runner import HostContext, RunOptions
 from qmpgmem.scenario.loader import LoadedScenario, load_paths
 from qmpgmem.scenario.tags import TagExpression, TagExpressionError
@@ -87,10 +87,11 @@ class Progress:
         )
 
 
-def _no_host(engines: str) -> Any:
-    from qmpgmem.report.result import HostInfo
+def _no_host(engines: str) -> HostInfo:
+    """The fingerprint when the run stopped before the host context existed."""
+    from qmpgmem.host.fingerprint import host_fingerprint
 
-    return HostInfo(engine=engines)
+    return host_fingerprint(engine=engines)
 
 
 def _select(

@@ -25,6 +25,7 @@ from _pytest._code.code import ReprFileLocation, TerminalRepr
 
 from qmpgmem.errors import QmpgmemError
 from qmpgmem.pytest_plugin.variants import STATE, Variant
+from qmpgmem.report.junit import artifacts_text
 from qmpgmem.report.result import ScenarioResult, Status
 from qmpgmem.runner import RunOptions
 from qmpgmem.scenario.loader import (
@@ -167,6 +168,8 @@ class ScenarioItem(pytest.Item):
 
     def setup(self) -> None:
         self.result = result = self._run()
+        if result.artifacts:  # in <system-out> with -o junit_logging=system-out
+            self.add_report_section("setup", "stdout", artifacts_text(result))
         if result.status is Status.SKIPPED:
             pytest.skip(result.reason)
         if result.status not in (Status.PASSED, Status.FAILED):
@@ -246,8 +249,8 @@ class ScenarioItem(pytest.Item):
             if step.expected or step.seen:
                 out.append(f"  expected: {step.expected}\n  seen:     {step.seen}")
         if result.artifacts:
-            out.append(f"artifacts: {result.artifacts}")
-        if result.reproduce:
+            out.append(artifacts_text(result))
+        elif result.reproduce:
             out.append(f"reproduce: {result.reproduce}")
         crash = ReprFileLocation(
             path, self.result_line(result), f"{result.status}: {result.reason}"

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -170,33 +169,11 @@ def testsuite_properties(state: PluginState, items: list[pytest.Item]) -> list[t
 
     ctx = state.host_context
     assert ctx is not None
-    info = host_info(ctx, ",".join(state.engines)).model_dump(mode="json")
-    props = list(flatten(info, f"{PROPERTY_PREFIX}.host"))
+    info = host_info(ctx, ",".join(state.engines)).properties()
+    props = [(f"{PROPERTY_PREFIX}.host.{key}", value) for key, value in info.items()]
     tags: dict[str, list[str]] = {}
     for item in items:
         if isinstance(item, ScenarioItem) and item.loaded.scenario.tags:
             tags.setdefault(item.loaded.scenario.name, item.loaded.scenario.tags)
     props += [(f"{PROPERTY_PREFIX}.tags.{name}", ",".join(t)) for name, t in tags.items()]
     return props
-
-
-def flatten(value: Any, prefix: str) -> Iterator[tuple[str, str]]:
-    """A JSON-like value as ``prefix.key.sub`` = string pairs; lists of scalars comma-joined."""
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            yield from flatten(sub, f"{prefix}.{key}")
-    elif isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
-        for index, sub in enumerate(value):
-            yield from flatten(sub, f"{prefix}.{index}")
-    elif isinstance(value, list):
-        yield prefix, ",".join(_scalar(v) for v in value)
-    else:
-        yield prefix, _scalar(value)
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

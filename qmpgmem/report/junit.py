@@ -16,13 +16,11 @@ import os
 import re
 import socket
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from qmpgmem.report.result import RunReport, ScenarioResult, Status
 
-__all__ = ["junit_xml", "write_junit"]
+__all__ = ["artifacts_text", "junit_xml", "relative", "write_junit"]
 
 #: lines of each log kept in <system-out> for a run that did not pass
 TAIL_LINES = 40
@@ -47,19 +45,6 @@ def relative(path: str | None, base: Path | None = None) -> str:
         return path
 
 
-def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, str]]:
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            yield from _flatten(f"{prefix}.{key}" if prefix else str(key), inner)
-    elif isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
-        for i, inner in enumerate(value):
-            yield from _flatten(f"{prefix}.{i}", inner)
-    elif isinstance(value, list):
-        yield prefix, ", ".join(str(v) for v in value)
-    else:
-        yield prefix, "" if value is None else str(value)
-
-
 def _tail(path: Path, lines: int = TAIL_LINES) -> str:
     try:
         with path.open("rb") as f:
@@ -82,20 +67,28 @@ def _system_out(r: ScenarioResult, base: Path | None) -> str:
     out.append(f"file: {relative(r.file, base)}")
     out += [f"step {st.index} {st.action} [{st.status}] {st.message}".rstrip() for st in r.steps]
     if r.artifacts:
-        art = Path(r.artifacts)
-        out.append(f"artifacts: {relative(r.artifacts, base)}")
-        if r.reproduce:
-            out.append(f"reproduce: {r.reproduce}")
-        for name, label in _TAILS:
-            tail = _tail(art / name)
-            if tail:
-                out.append(f"--- last {TAIL_LINES} lines of {label} ({name}) ---\n{tail}")
-        if art.is_dir():
-            out += [
-                f"[[ATTACHMENT|{relative(str(p), base)}]]"
-                for p in sorted(art.iterdir())
-                if p.is_file()
-            ]
+        out.append(artifacts_text(r, base))
+    return _text("\n".join(out))
+
+
+def artifacts_text(r: ScenarioResult, base: Path | None = None) -> str:
+    """What a kept run directory tells a CI reader: where it is, the reproducer, the tails of
+    the serial log, QMP transcript and QEMU output, one ``[[ATTACHMENT|path]]`` per file.
+    Shared with the pytest plugin; "" when nothing was kept."""
+    if not r.artifacts:
+        return ""
+    art = Path(r.artifacts)
+    out = [f"artifacts: {relative(r.artifacts, base)}"]
+    if r.reproduce:
+        out.append(f"reproduce: {r.reproduce}")
+    for name, label in _TAILS:
+        tail = _tail(art / name)
+        if tail:
+            out.append(f"--- last {TAIL_LINES} lines of {label} ({name}) ---\n{tail}")
+    if art.is_dir():
+        out += [
+            f"[[ATTACHMENT|{relative(str(p), base)}]]" for p in sorted(art.iterdir()) if p.is_file()
+        ]
     return _text("\n".join(out))
 
 
@@ -134,7 +127,7 @@ def junit_xml(report: RunReport, suite_name: str = "qmpgmem", base: Path | None 
         hostname=socket.gethostname(),
     )
     props = ET.SubElement(suite, "properties")
-    for key, value in _flatten("", report.host.model_dump()):
+    for key, value in report.host.properties().items():
         ET.SubElement(props, "property", name=f"host.{key}", value=_text(value))
     if report.interrupted:
         ET.SubElement(props, "property", name="interrupted", value=report.interrupted)
