@@ -92,6 +92,9 @@ class RunOptions:
     accel: str | None = None  # overrides the scenario's vm.accel
     artifacts_dir: Path = Path("qmpgmem-artifacts")
     keep_run_dirs: bool = False
+    #: the run opted in to scenario steps that run programs or write host files
+    #: (``run --allow-unsafe``; docs/security.md)
+    allow_unsafe: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

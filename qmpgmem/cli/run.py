@@ -59,6 +59,7 @@ class Progress:
     results: list[ScenarioResult] = field(default_factory=list)
     current: tuple[LoadedScenario, RunOptions, float] | None = None
     interrupted: str | None = None
+    allow_unsafe: bool = False
 
     def report(self, complete: bool) -> RunReport:
         from qmpgmem.session import host_info
@@ -84,6 +85,7 @@ class Progress:
             host=host_info(self.ctx, self.engines) if self.ctx else _no_host(self.engines),
             complete=complete,
             interrupted=None if complete else (self.interrupted or "SIGINT"),
+            allow_unsafe=self.allow_unsafe,
         )
 
 
@@ -271,6 +273,12 @@ def _host_class(ctx: HostContext | None) -> str:
     "Env: QMPGMEM_EXPECT_SKIPS.",
 )
 @click.option(
+    "--allow-unsafe",
+    is_flag=True,
+    help="Let scenarios use QMP commands that run programs or write host files, and raw "
+    "qemu_args (a scenario file is then code; docs/security.md). Recorded in the reports.",
+)
+@click.option(
     "--write-expected-skips",
     "write_skips",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -291,6 +299,7 @@ def run(
     plan: bool,
     strict: bool,
     expect_skips: Path | None,
+    allow_unsafe: bool,
     write_skips: Path | None,
 ) -> None:
     """Run scenarios (files or directories; default: ./scenarios, else the library installed
@@ -341,14 +350,22 @@ def run(
         click.echo(f"no scenario matches {wanted}" if wanted else "no scenarios found", err=True)
         raise click.exceptions.Exit(EXIT_USAGE)
     options = [
-        RunOptions(engine=e, accel=accel, artifacts_dir=artifacts, keep_run_dirs=keep_run_dirs)
+        RunOptions(
+            engine=e,
+            accel=accel,
+            artifacts_dir=artifacts,
+            keep_run_dirs=keep_run_dirs,
+            allow_unsafe=allow_unsafe,
+        )
         for e in (engines or ("qemu",))
     ]
     human = sys.stderr if files.uses_stdout else sys.stdout
     console = _Console(
         file=human, highlight=False, soft_wrap=True, width=None if human.isatty() else 160
     )
-    progress = Progress(files=files, engines=",".join(o.engine for o in options))
+    progress = Progress(
+        files=files, engines=",".join(o.engine for o in options), allow_unsafe=allow_unsafe
+    )
     main = _run(selected, options, qemu, console, progress, plan)
     try:
         report = asyncio.run(_cancellable(main, progress))
@@ -364,6 +381,7 @@ def run(
         progress.interrupted = "stdout closed"
         files.finish(progress.report(complete=False))
         sys.exit(EXIT_STDOUT_CLOSED)
+    report.allow_unsafe = allow_unsafe
     if strict and not plan:
         from qmpgmem.report.gate import judge
 

@@ -168,6 +168,8 @@ class RunReport(BaseModel):
     complete: bool = True
     interrupted: str | None = None  # "SIGTERM", "SIGINT", "stdout closed"
     gate: Gate | None = None  # set by --strict
+    #: the run allowed unsafe steps (QMP commands that run programs or write host files)
+    allow_unsafe: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @property
