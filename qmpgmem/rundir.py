@@ -54,3 +54,19 @@ def reap_stale_run_dirs(parent: Path | None = None) -> list[Path]:
                 removed.append(path)
                 log.info("removed %s left by process %d", path, pid)
     return removed
+
+
+def remove_own_run_dirs(parent: Path | None = None) -> list[Path]:
+    """Remove the run directories this process made and still owns: what an interrupted
+    command's teardown could not get to (kept artifacts were moved elsewhere already)."""
+    root = Path(parent or tempfile.gettempdir())
+    removed = []
+    for path in root.glob(f"{PREFIX}*"):
+        try:
+            pid = int((path / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid == os.getpid():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

@@ -1,5 +1,19 @@
-"""The ``qmpgmem`` command line: a click group whose commands live one per module."""
+"""The ``qmpgmem`` command line: a click group whose commands live one per module.
 
-from qmpgmem.cli.main import cli, main
+``main`` comes from :mod:`qmpgmem.cli.entry`, which installs the signal handlers before the
+commands are imported; ``cli`` (the click group) is imported on first use.
+"""
+
+from typing import Any
+
+from qmpgmem.cli.entry import main
 
 __all__ = ["cli", "main"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "cli":
+        from qmpgmem.cli.main import cli
+
+        return cli
+    raise AttributeError(name)

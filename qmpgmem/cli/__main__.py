@@ -1,5 +1,5 @@
 """``python -m qmpgmem.cli``: the same as the ``qmpgmem`` console script."""
 
-from qmpgmem.cli.main import main
+from qmpgmem.cli.entry import main
 
 main()

@@ -84,8 +84,10 @@ def cli(verbose: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point (``qmpgmem = qmpgmem.cli:main``)."""
-    cli.main(args=list(argv) if argv is not None else None, prog_name="qmpgmem")
+    """The entry point (:func:`qmpgmem.cli.entry.main`: signals, exit codes)."""
+    from qmpgmem.cli.entry import main as entry_main
+
+    entry_main(argv)
 
 
 # Command modules register themselves on ``cli``; add a command by adding its import here.

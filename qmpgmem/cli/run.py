@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 import time
 from collections.abc import Coroutine
@@ -41,7 +40,6 @@ from qmpgmem.scenario.tags import TagExpression, TagExpressionError
 
 __all__ = ["STYLE", "run"]
 
-EXIT_INTERRUPTED = 130
 EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 
 
@@ -160,21 +158,29 @@ async def _run(
 
 
 async def _cancellable(main: Coroutine[Any, Any, RunReport], progress: Progress) -> RunReport:
-    """Run the main coroutine so that SIGTERM and SIGHUP cancel it like Ctrl-C does."""
+    """Run the main coroutine so that SIGINT, SIGTERM and SIGHUP cancel it, once: a second
+    signal while VMs are being stopped is recorded and ignored, so teardown completes."""
+    from qmpgmem.cli.entry import INTERRUPTING, first_signal, install_handlers, note_signal
+
     task = asyncio.ensure_future(main)
     loop = asyncio.get_running_loop()
 
     def cancel(name: str) -> None:
-        progress.interrupted = progress.interrupted or name
-        task.cancel()
+        if note_signal(name):
+            progress.interrupted = name
+            task.cancel()
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    if first_signal() is not None:  # a signal came before the loop took over
+        progress.interrupted = first_signal()
+        task.cancel()
+    for sig in INTERRUPTING:
         loop.add_signal_handler(sig, cancel, sig.name)
     try:
         return await task
     finally:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        for sig in INTERRUPTING:
             loop.remove_signal_handler(sig)
+        install_handlers()  # what remains (reports, summary) is interrupted like the rest
 
 
 def _baseline(expect_skips: Path | None) -> ExpectedSkips:
@@ -370,13 +376,11 @@ def run(
     try:
         report = asyncio.run(_cancellable(main, progress))
     except (KeyboardInterrupt, asyncio.CancelledError):
+        from qmpgmem.cli.entry import exit_interrupted, first_signal
+
+        progress.interrupted = progress.interrupted or first_signal()
         files.finish(progress.report(complete=False))
-        click.echo(
-            f"interrupted ({progress.interrupted or 'SIGINT'}): all VMs were stopped; "
-            f"{len(progress.results)} result(s) finished",
-            err=True,
-        )
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted(f"all VMs were stopped; {len(progress.results)} result(s) finished")
     except StdoutClosed:
         progress.interrupted = "stdout closed"
         files.finish(progress.report(complete=False))
@@ -401,5 +405,10 @@ def run(
             console.print(f"wrote {n} expected skip(s) to {write_skips}", highlight=False)
     except StdoutClosed:
         pass  # the reports below still get written
+    except KeyboardInterrupt:  # a signal after the last result: the run itself is complete
+        from qmpgmem.cli.entry import exit_interrupted
+
+        files.finish(report)
+        exit_interrupted(f"after the last result; {len(report.results)} result(s) finished")
     files.finish(report)
     raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_FAILED)

@@ -1,0 +1,144 @@
+"""The process entry point: how a qmpgmem command ends, whatever signal arrives when.
+
+Why here and first: importing the commands takes a few hundred milliseconds; a Ctrl-C or a
+CI's SIGTERM in that window used to print a KeyboardInterrupt traceback, click's "Aborted!"
+with exit 1, or kill the process outright. The handlers are installed before anything heavy
+is imported, SIGTERM and SIGHUP are made to interrupt like Ctrl-C, and only the first signal
+interrupts: a second one while teardown runs is recorded and ignored, so the teardown that
+stops QEMU and removes run directories is never cut short. Whatever a command could not
+clean up when interrupted, the exit path here removes (the run directories this process
+made), then exits 130.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "Interrupted",
+    "exit_interrupted",
+    "first_signal",
+    "install_handlers",
+    "main",
+    "note_signal",
+]
+
+EXIT_INTERRUPTED = 130
+INTERRUPTING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+_received: list[str] = []
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal interrupted the command; ``args[0]`` is its name (``SIGTERM``)."""
+
+
+def first_signal() -> str | None:
+    """The name of the first interrupting signal this process received, if any."""
+    return _received[0] if _received else None
+
+
+def note_signal(name: str) -> bool:
+    """Record a signal; True when it is the first (the one that interrupts)."""
+    _received.append(name)
+    return len(_received) == 1
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    if note_signal(signal.Signals(signum).name):
+        raise Interrupted(signal.Signals(signum).name)
+
+
+def install_handlers() -> None:
+    """SIGINT, SIGTERM and SIGHUP interrupt once (the event loop of ``run`` takes them over
+    while it runs, and hands them back with this)."""
+    for sig in INTERRUPTING:
+        signal.signal(sig, _on_signal)
+
+
+def _ignore_signals() -> None:
+    for sig in INTERRUPTING:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def exit_interrupted(detail: str = "") -> None:
+    """End the process after an interruption: no signal can cut this short; the run
+    directories this process still owns are removed; one line on stderr; exit 130."""
+    _ignore_signals()
+    from qmpgmem.rundir import remove_own_run_dirs
+
+    removed = remove_own_run_dirs()
+    parts = [detail] if detail else []
+    if removed:
+        parts.append(f"removed {len(removed)} run director{'y' if len(removed) == 1 else 'ies'}")
+    with _quiet_pipe():
+        print(
+            f"interrupted ({first_signal() or 'SIGINT'}): " + ("; ".join(parts) or "stopped"),
+            file=sys.stderr,
+        )
+    _exit(EXIT_INTERRUPTED)
+
+
+class _quiet_pipe:
+    """Swallow a closed stdout/stderr while the process ends."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, _value: object, _tb: object) -> bool:
+        return kind is BrokenPipeError or kind is ValueError
+
+
+def _exit(code: int) -> None:
+    """Leave now, with ``code``: output flushed, logs closed, no interpreter finalization
+    (during which Python puts the default handlers back, so a late SIGTERM would kill the
+    process instead of being ignored). Every command has stopped its VMs by the time it
+    returns, so nothing is left for finalizers to do."""
+    for stream in (sys.stdout, sys.stderr):
+        with _quiet_pipe():
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
+def _run_cli(argv: Sequence[str] | None) -> int:
+    import click
+
+    from qmpgmem.cli.main import cli
+
+    try:
+        code = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="qmpgmem",
+            standalone_mode=False,
+        )
+    except click.Abort as exc:  # click's word for a KeyboardInterrupt it caught
+        raise KeyboardInterrupt from exc
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return code if isinstance(code, int) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point (``qmpgmem = qmpgmem.cli:main``)."""
+    install_handlers()  # before the commands are imported: they take a while
+    try:
+        code = _run_cli(argv)
+    except KeyboardInterrupt:
+        exit_interrupted()
+        return
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            with _quiet_pipe():
+                print(exc.code, file=sys.stderr)
+    except BrokenPipeError:
+        code = 141
+    _exit(code)
