@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import difflib
 import os
-import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ from qmpgmem.expectations import (
 )
 from qmpgmem.guest import protocol
 from qmpgmem.report.result import ScenarioResult, Status, StepResult
+from qmpgmem.rundir import exclusive_dir, move_contents
+from qmpgmem.sanitize import file_name_part, shell_comment, shell_word
 from qmpgmem.scenario.loader import LoadedScenario
 from qmpgmem.scenario.model import (
     AnyOfExpect,
@@ -407,27 +408,37 @@ class ScenarioRun:
         return model_for_run(self.sc, self.options.engine, facts, flavour)
 
     def reproduce_command(self) -> str:
+        """One ``sh`` line: every word quoted (``shell_word``), no newline whatever the name."""
         argv = ["qmpgmem", "run", str(self.loaded.path), "--engine", self.options.engine]
         if self.options.engine == "qemu":
             argv += ["--accel", self.accel]
             if self.qemu_binary:
                 argv += ["--qemu", self.qemu_binary]
+        if self.options.allow_unsafe:
+            argv.append("--allow-unsafe")
         argv += ["-k", self.sc.name, "--keep-run-dirs"]
-        return shlex.join(argv)
+        return " ".join(shell_word(word) for word in argv)
 
     def _keep_artifacts(self, engine: Engine) -> Path:
+        """Move the run directory to a directory of its own under ``--artifacts``.
+
+        ``<name>-<engine>-<pid>`` (``-2``, ``-3``... when taken: names that differ only in
+        characters a file name drops, a second variant in one process), never replacing
+        another run's files; ``reproduce.sh`` has one command line and comment lines only.
+        """
         arts = engine.artifacts
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.sc.name)
-        dest = self.options.artifacts_dir / f"{safe}-{self.options.engine}-{os.getpid()}"
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(arts.run_dir), dest)
-        lines = ["#!/bin/sh", "# reproduce this scenario run", self.reproduce_command()]
+        stem = f"{file_name_part(self.sc.name)}-{self.options.engine}-{os.getpid()}"
+        dest = exclusive_dir(self.options.artifacts_dir, stem)
+        move_contents(arts.run_dir, dest)
+        lines = [
+            "#!/bin/sh",
+            shell_comment(f"reproduce this scenario run ({self.sc.name})"),
+            self.reproduce_command(),
+        ]
         if arts.reproduce:
             lines += [
                 "# the VM alone (fds 3/4 are QMP and the guest channel in the real run):",
-                "# " + arts.reproduce,
+                shell_comment(arts.reproduce),
             ]
         (dest / "reproduce.sh").write_text("\n".join(lines) + "\n")
         return dest

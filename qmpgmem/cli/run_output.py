@@ -16,6 +16,7 @@ from rich.table import Table
 
 from qmpgmem.report.result import Gate, RunReport, ScenarioResult, Status
 from qmpgmem.runner import HostContext, RunOptions
+from qmpgmem.sanitize import printable
 
 __all__ = [
     "STYLE",
@@ -37,6 +38,12 @@ STYLE = {
 }
 _COLUMNS = (Status.PASSED, Status.FAILED, Status.ERROR, Status.TIMEOUT, Status.SKIPPED)
 _PLAN_COLUMNS = (Status.WOULD_RUN, Status.WOULD_SKIP, Status.ERROR)
+
+
+def _text(text: str) -> str:
+    """Scenario-derived text for the console: control characters escaped visibly (an
+    escape sequence in a name must not rewrite the line), markup escaped."""
+    return escape(printable(text))
 
 
 def header_line(scenarios: int, options: Sequence[RunOptions], ctx: HostContext) -> str:
@@ -74,9 +81,9 @@ def result_line(r: ScenarioResult, count: int, total: int, plan: bool) -> str:
     if checks:
         detail += f", {len(checks)} checks" + (f", {computed} by the model" if computed else "")
     fallback = ", fallback" if r.accel_note else ""
-    line += escape(f"{r.scenario} [{r.engine}/{r.accel or '?'}{fallback}] ({detail})")
+    line += _text(f"{r.scenario} [{r.engine}/{r.accel or '?'}{fallback}] ({detail})")
     if r.status not in (Status.PASSED, Status.WOULD_RUN):
-        line += f" — {escape(r.reason)}"
+        line += f" — {_text(r.reason)}"
     return line
 
 
@@ -84,8 +91,8 @@ def artifact_lines(r: ScenarioResult) -> list[str]:
     if not r.artifacts:
         return []
     return [
-        escape(f"      artifacts: {r.artifacts}"),
-        escape(f"      reproduce: {r.reproduce}"),
+        _text(f"      artifacts: {r.artifacts}"),
+        _text(f"      reproduce: {r.reproduce}"),
     ]
 
 
@@ -110,9 +117,9 @@ def _counts_table(report: RunReport, plan: bool) -> Table:
 
 def _gate_lines(gate: Gate) -> list[str]:
     style = "green" if gate.passed else "bold red"
-    out = [f"[{style}]{escape(gate.verdict)}[/]"]
-    out += [escape(f"  {v.scenario} [{v.engine}]: {v.why}") for v in gate.violations]
-    out += [escape(f"  expected skip did not happen: {u}") for u in gate.unused_expected_skips]
+    out = [f"[{style}]{_text(gate.verdict)}[/]"]
+    out += [_text(f"  {v.scenario} [{v.engine}]: {v.why}") for v in gate.violations]
+    out += [_text(f"  expected skip did not happen: {u}") for u in gate.unused_expected_skips]
     return out
 
 
@@ -124,7 +131,7 @@ def print_summary(console: Console, report: RunReport, plan: bool) -> None:
         for r in bad:
             console.print(
                 f"  [{STYLE[r.status]}]{r.status.value.upper()}[/] "
-                + escape(f"{r.scenario} [{r.engine}/{r.accel or '?'}] — {r.reason}")
+                + _text(f"{r.scenario} [{r.engine}/{r.accel or '?'}] — {r.reason}")
             )
             for line in artifact_lines(r):
                 console.print(line)

@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from qmpgmem.scenario.fields import (
     MAX_MEMORY,
@@ -113,6 +113,8 @@ __all__ = [
 # -- the VM ------------------------------------------------------------------------------------
 
 _REGION_ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+#: Error type of a file backend's ``path`` (the loader prints any ``qmpgmem_*`` message).
+FILE_PATH_ERROR: Final = "qmpgmem_file_path"
 
 Backend: TypeAlias = Literal["ram", "memfd", "file", "guest_memfd"]
 Flavour: TypeAlias = Literal["auto", "sev-snp", "tdx", "memfd-private", "guest-memfd-property"]
@@ -132,8 +134,14 @@ class Region(StrictModel):
     #: How QEMU gets guest_memfd memory; only for backend guest_memfd, where it defaults to auto.
     flavour: Flavour | None = None
     share: bool | None = None
-    #: Backing file; only for backend file (None: a file in the run's private directory).
+    #: Backing file; only for backend file. A plain file name is a file in the run's private
+    #: directory (None: ``<id>.mem`` there); an absolute path is a host file outside it, which
+    #: a run refuses without ``--allow-unsafe`` (docs/security.md).
     path: str | None = None
+    #: What to do when the backing file exists: refuse (the default) or use it as it is.
+    existing: Literal["refuse", "use"] = "refuse"
+    #: Leave a backing file qmpgmem created at an absolute path behind after the run.
+    keep: bool = False
     #: KVM_CREATE_GUEST_MEMFD flags for the direct KVM engine; only for backend guest_memfd.
     gmem_flags: list[GmemFlag] = Field(default_factory=_default_gmem_flags)
 
@@ -160,6 +168,27 @@ class Region(StrictModel):
                 ErrorType.ALIGNMENT,
                 f"a region size must be a positive multiple of 4K, got {value} "
                 f"({format_size(value)})",
+            )
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if "\0" in value:
+            raise PydanticCustomError(
+                FILE_PATH_ERROR, "{message}", {"message": "a path cannot contain a NUL byte"}
+            )
+        if not value.startswith("/") and (value in ("", ".", "..") or "/" in value):
+            raise PydanticCustomError(
+                FILE_PATH_ERROR,
+                "{message}",
+                {
+                    "message": "a relative path is a file name in the run's private directory "
+                    f"(no '/', not '.' or '..'), got {value!r}; a file elsewhere needs an "
+                    "absolute path (and run --allow-unsafe)"
+                },
             )
         return value
 
@@ -202,10 +231,35 @@ class Region(StrictModel):
                     self.path,
                 )
             )
+        for key, default in (("existing", "refuse"), ("keep", False)):
+            if getattr(self, key) != default and self.backend != "file":
+                errors.append(
+                    _detail(
+                        (key,),
+                        ErrorType.INCONSISTENT,
+                        f"{key} is only for backend file, this region is {self.backend}",
+                        getattr(self, key),
+                    )
+                )
+        if self.keep and not self.outside_run_dir:
+            errors.append(
+                _detail(
+                    ("keep",),
+                    ErrorType.INCONSISTENT,
+                    "keep is for a file at an absolute path; a file in the run directory is "
+                    "kept with it (a run that did not pass, --keep-run-dirs)",
+                    self.keep,
+                )
+            )
         _raise(type(self).__name__, errors)
         if gmem and self.flavour is None:
             object.__setattr__(self, "flavour", "auto")  # frozen: fill the default in place
         return self
+
+    @property
+    def outside_run_dir(self) -> bool:
+        """The backing file is a host file outside the run directory (an absolute path)."""
+        return self.backend == "file" and self.path is not None and self.path.startswith("/")
 
 
 class GuestSpec(StrictModel):

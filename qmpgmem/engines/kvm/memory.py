@@ -37,6 +37,7 @@ from qmpgmem.engines.kvm import abi
 from qmpgmem.engines.kvm.objects import GuestMemfd, Mapping, Vm
 from qmpgmem.errors import UnsupportedStep
 from qmpgmem.guest.protocol import SYS_SIZE
+from qmpgmem.rundir import open_backing_file
 from qmpgmem.scenario.model import Region
 
 ROM_SIZE: Final = 64 << 10
@@ -74,7 +75,8 @@ class GuestMemory:
     """Builds the memslots of one VM; ``close()`` unmaps and closes everything it made."""
 
     def __init__(self, vm: Vm, file_dir: Path | None = None) -> None:
-        """``file_dir`` holds the backing files of ``file`` regions that name no path."""
+        """``file_dir`` (the run directory) holds the backing files of ``file`` regions
+        whose ``path`` is a file name or absent (``rundir.open_backing_file``)."""
         self._vm = vm
         self._file_dir = file_dir
         self._stack = contextlib.ExitStack()
@@ -160,19 +162,20 @@ class GuestMemory:
             finally:
                 os.close(fd)  # the mapping keeps the memfd alive
         if region.backend == "file":
-            if region.path is not None:
-                path = Path(region.path)
-            elif self._file_dir is not None:
-                path = self._file_dir / f"{region.id}.mem"
-            else:
-                raise ValueError(f"region {region.id}: backend file needs a path or a run dir")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                if os.fstat(fd).st_size < region.size:
-                    os.ftruncate(fd, region.size)
-                return Mapping.of_fd(fd, region.size)
-            finally:
-                os.close(fd)
+            if self._file_dir is None and not region.outside_run_dir:
+                raise ValueError(f"region {region.id}: backend file needs a run directory")
+            # O_NOFOLLOW, exclusive 0600 creation, an existing file only with existing: use
+            # (and never resized); removed in close() when made outside the run directory.
+            backing = open_backing_file(
+                self._file_dir or Path("/"),
+                region.id,
+                region.size,
+                path=region.path,
+                existing=region.existing,
+                keep=region.keep,
+            )
+            self._stack.callback(backing.close)  # after the mapping's own unmap (LIFO)
+            return Mapping.of_fd(backing.fd, region.size)
         # "ram": anonymous memory, shared only when the scenario says share
         return Mapping.anonymous(region.size, shared=bool(region.share))
 

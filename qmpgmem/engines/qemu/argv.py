@@ -1,5 +1,11 @@
 """The QEMU command line for a scenario's VM: a pure function, tested without QEMU.
 
+One escaping rule (docs/security.md): every value that enters a QEMU option string
+(``key=value,...``, QemuOpts and QOM property lists alike) goes through :func:`opt_value`,
+which doubles commas as QEMU's own parser expects, so no name, id, path or event can end
+its value and start another option. Values that are whole argv words of their own
+(``-kernel PATH``) need no escaping: no shell is ever involved.
+
 Why NUMA nodes: ``-numa node,memdev=`` lays memory backends back to back from GPA 0 on every
 x86 machine type (microvm included), so the guest's own area and each scenario region get a
 backend of their own — visible to ``query-memdev`` with the scenario's ids and sizes — at the
@@ -8,14 +14,19 @@ addresses :mod:`qmpgmem.engines.layout` computes.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qmpgmem.engines.layout import SYS_REGION_ID, Layout
 from qmpgmem.guest.protocol import DEBUG_EXIT_PORT, SYS_SIZE
+from qmpgmem.rundir import backing_file_path
 from qmpgmem.scenario.model import Region, VmSpec
 
 QMP_CHARDEV = "qmpgmem-qmp"
+#: QEMU's -D log, in the run directory (QEMU's working directory)
+TRACE_LOG = "qemu-trace.log"
 SERIAL_CHARDEV = "qmpgmem-serial"
 
 
@@ -48,12 +59,26 @@ def boot_kind(vm: VmSpec) -> str:
     return "rom" if vm.machine == "microvm" else "pvh"
 
 
-def _opts(head: str, props: dict[str, str]) -> str:
-    return ",".join([head, *(f"{k}={v}" for k, v in props.items())])
+def opt_value(value: str) -> str:
+    """``value`` as one value of a QEMU option string: commas doubled (``a,,b``)."""
+    return value.replace(",", ",,")
 
 
-def backend_object(region: Region, run_dir: Path, gmem: GuestMemfdPlan | None) -> str:
-    """The ``-object`` value of one region's memory backend."""
+def _opts(head: str, props: Mapping[str, str]) -> str:
+    for key in props:
+        if "," in key or "=" in key:
+            raise ValueError(f"not a QEMU property name: {key!r}")
+    return ",".join([opt_value(head), *(f"{k}={opt_value(v)}" for k, v in props.items())])
+
+
+def backend_object(
+    region: Region, run_dir: Path, gmem: GuestMemfdPlan | None, mem_path: str | None = None
+) -> str:
+    """The ``-object`` value of one region's memory backend.
+
+    ``mem_path``: where QEMU opens a ``file`` region's backing file; the engine passes
+    ``/proc/self/fd/N`` of the file it opened itself (``rundir.open_backing_file``).
+    """
     props: dict[str, str] = {"id": region.id, "size": str(region.size)}
     if region.backend == "ram":
         kind = "memory-backend-ram"
@@ -61,7 +86,7 @@ def backend_object(region: Region, run_dir: Path, gmem: GuestMemfdPlan | None) -
         kind = "memory-backend-memfd"
     elif region.backend == "file":
         kind = "memory-backend-file"
-        props["mem-path"] = region.path or str(run_dir / f"{region.id}.mem")
+        props["mem-path"] = mem_path or str(backing_file_path(run_dir, region.id, region.path))
     else:  # guest_memfd: the flavour decides the backend type and its extra properties
         plan = gmem or GuestMemfdPlan()
         kind = plan.backend_type
@@ -87,17 +112,21 @@ def build_argv(
     name: str = "qmpgmem",
     trace_events: list[str] | tuple[str, ...] = (),
     qmp_object: bool = False,
+    mem_paths: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Everything QEMU needs, in a stable order; no shell is ever involved.
 
     ``qmp_object``: the binary has the ``monitor-qmp`` QOM type (QEMU 11.x), which replaces
-    the deprecated ``-mon``.
+    the deprecated ``-mon``. ``mem_paths``: region id -> ``mem-path`` of its backing file.
+    Relative paths of the scenario's own (``guest.kernel``, ``initrd``) are made absolute
+    against the current directory: QEMU runs in the run directory.
     """
+    mem_paths = mem_paths or {}
     uses_gmem = any(r.backend == "guest_memfd" for r in vm.memory)
     machine_opts: dict[str, str] = dict(gmem.machine_opts) if (gmem and uses_gmem) else {}
     argv = [
         qemu_binary,
-        "-name", name,
+        "-name", opt_value(name),
         "-machine", _opts(vm.machine, machine_opts),
         "-accel", accel,
         "-smp", str(vm.vcpus),
@@ -108,8 +137,8 @@ def build_argv(
         "-numa", f"node,nodeid=0,memdev={SYS_REGION_ID}",
     ]  # fmt: skip
     for nodeid, region in enumerate(vm.memory, start=1):
-        argv += ["-object", backend_object(region, run_dir, gmem)]
-        argv += ["-numa", f"node,nodeid={nodeid},memdev={region.id}"]
+        argv += ["-object", backend_object(region, run_dir, gmem, mem_paths.get(region.id))]
+        argv += ["-numa", f"node,nodeid={nodeid},memdev={opt_value(region.id)}"]
     if gmem and uses_gmem:
         for obj in gmem.objects:
             argv += ["-object", obj]
@@ -123,19 +152,20 @@ def build_argv(
         "-chardev", f"socket,id={SERIAL_CHARDEV},fd={serial_fd}",
         "-serial", f"chardev:{SERIAL_CHARDEV}",
         "-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=4",
-        "-D", str(run_dir / "qemu-trace.log"),
+        # Relative: QEMU runs in the run directory, and -D takes no '%' but %d in a path
+        "-D", TRACE_LOG,
     ]  # fmt: skip
     # On the command line, not over QMP: memory slots are set up before QMP exists.
     for event in trace_events:
-        argv += ["-trace", f"enable={event}"]
+        argv += ["-trace", f"enable={opt_value(event)}"]
     if gmem and uses_gmem and gmem.bios:
         argv += ["-bios", gmem.bios]
     if gmem and uses_gmem and gmem.cpu:
         argv += ["-cpu", gmem.cpu]
     if vm.guest.kernel is not None:
-        argv += ["-kernel", vm.guest.kernel]
+        argv += ["-kernel", os.path.abspath(vm.guest.kernel)]
         if vm.guest.initrd:
-            argv += ["-initrd", vm.guest.initrd]
+            argv += ["-initrd", os.path.abspath(vm.guest.initrd)]
         if vm.guest.append:
             argv += ["-append", vm.guest.append]
     elif boot is not None:

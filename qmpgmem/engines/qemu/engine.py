@@ -33,6 +33,7 @@ from qmpgmem.engines.qemu.argv import BootImage, GuestMemfdPlan, boot_kind, buil
 from qmpgmem.engines.qemu.process import QemuProcess
 from qmpgmem.errors import EngineError, GuestProtocolError, VMExitedError, VMLaunchError
 from qmpgmem.guest.channel import GuestChannel
+from qmpgmem.rundir import BackingFile, open_backing_file
 from qmpgmem.scenario.model import VmSpec
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class QemuEngine(Engine):
         self._t0 = time.monotonic()
         self._pmem_count = 0
         self._stopped = False
+        self._backing: list[BackingFile] = []  # file regions' backing files, opened in start
         self.ready_after: float | None = None  # seconds from launch to HELLO
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -151,6 +153,13 @@ class QemuEngine(Engine):
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
+        for r in self.vm.memory:  # closed (and, when ours and outside, removed) by stop()
+            if r.backend == "file":
+                self._backing.append(
+                    open_backing_file(
+                        self.run_dir, r.id, r.size, path=r.path, existing=r.existing, keep=r.keep
+                    )
+                )
         argv = build_argv(
             self.vm,
             qemu_binary=self.qemu_binary,
@@ -164,9 +173,10 @@ class QemuEngine(Engine):
             name=self.label,
             trace_events=self.trace_events,
             qmp_object=self.qmp_object,
+            mem_paths={f.region_id: f.proc_path for f in self._backing},
         )
         t0 = time.monotonic()
-        await self.process.launch(argv)
+        await self.process.launch(argv, tuple(f.fd for f in self._backing))
         _LIVE.add(self.process)
         phase = "QMP greeting and negotiation"
         try:
@@ -250,6 +260,8 @@ class QemuEngine(Engine):
             self._transcript.close()
             await self.process.close()
             _LIVE.discard(self.process)
+            for backing in self._backing:
+                backing.close()
 
     # -- QMP --------------------------------------------------------------------------------
     async def _execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:

@@ -82,7 +82,9 @@ class QemuProcess:
         except OSError:
             return ""
 
-    async def launch(self, argv: list[str]) -> None:
+    async def launch(self, argv: list[str], extra_fds: tuple[int, ...] = ()) -> None:
+        """Start QEMU in the run directory (its working directory: relative paths of QEMU's
+        stay inside it), with the QMP and serial fds and ``extra_fds`` inherited."""
         self.argv = list(argv)
         (self.run_dir / "argv.txt").write_text(shlex.join(argv) + "\n")
         log.debug("launching %s", shlex.join(argv))
@@ -93,7 +95,8 @@ class QemuProcess:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=asyncio.subprocess.STDOUT,
-                    pass_fds=(self.qmp_fd, self.serial_fd),
+                    pass_fds=(self.qmp_fd, self.serial_fd, *extra_fds),
+                    cwd=self.run_dir,
                     process_group=0,
                     preexec_fn=die_with_parent,
                 )

@@ -113,3 +113,27 @@ def test_boot_paths_and_extra_args() -> None:
     t = argv(vm(qemu_args=["-d", "guest_errors"]), trace_events=["kvm_set_user_memory"])
     assert t[-2:] == ["-d", "guest_errors"]
     assert values(t, "-trace") == ["enable=kvm_set_user_memory"]
+
+
+def test_every_option_value_doubles_its_commas() -> None:
+    """One escaping rule (issue 13): no name, path, id or event ends its value early."""
+    spec = vm(memory=[{"id": "f", "size": "4M", "backend": "file", "path": "x.mem,dump=off"}])
+    a = argv(spec, name="qmpgmem-x,debug-threads=on", trace_events=["ev,file=/etc/x"])
+    assert values(a, "-name") == ["qmpgmem-x,,debug-threads=on"]
+    assert values(a, "-trace") == ["enable=ev,,file=/etc/x"]
+    assert f"mem-path={RUN}/x.mem,,dump=off" in values(a, "-object")[1]
+    run = Path("/tmp/t,share=off/qmpgmem-run-1")
+    b = argv(vm(memory=[{"id": "f", "size": "4M", "backend": "file"}]), run_dir=run)
+    assert "mem-path=/tmp/t,,share=off/qmpgmem-run-1/f.mem,share=on" in values(b, "-object")[1]
+
+
+def test_file_regions_take_the_engines_open_file() -> None:
+    spec = vm(memory=[{"id": "f", "size": "4M", "backend": "file"}])
+    a = argv(spec, mem_paths={"f": "/proc/self/fd/12"})
+    assert values(a, "-object")[1] == (
+        "memory-backend-file,id=f,size=4194304,mem-path=/proc/self/fd/12,share=on"
+    )
+    # QEMU runs in the run directory: its log is relative, the user's kernel absolute
+    assert values(a, "-D") == ["qemu-trace.log"]
+    k = argv(vm(guest={"kernel": "bzImage"}), boot=None)
+    assert values(k, "-kernel") == [str(Path.cwd() / "bzImage")]
