@@ -41,7 +41,13 @@ def main() -> None:
         run = storm_once(rng.uniform(0, 1.8), sig, second, rng.choice(["qemu", "kvm"]))
         runs.append(run)
         if not run.clean:
-            print(f"[{i + 1}] {run.describe()}", file=sys.stderr)
+            tail = run.stderr_tail.strip().splitlines()[-6:]
+            print(
+                f"[{i + 1}] {run.describe()}",
+                *(f"    {t}" for t in tail),
+                sep="\n",
+                file=sys.stderr,
+            )
     late = [r for r in runs if r.delay_s >= EARLY_S]
     exits = collections.Counter(r.returncode for r in runs)
     figures = {
