@@ -1,10 +1,10 @@
 """Run one scenario on one engine and judge it: scenario x host x engine -> ScenarioResult.
 
-Why here: the engines only do things and report what they saw; this module knows what a step
-means, which expectation applies (written in the file, or computed by the memory model), when
-a scenario cannot run on this host (requirements, engine limits: a skip with the reason), and
-which status a run ends in. It always tears the engine down, and keeps the run's files only
-when the run did not pass.
+Why here: the engines only do things and report what they saw; this module knows when a
+scenario cannot run on this host (requirements, engine limits: a skip with the reason) or at
+all (a guest step while the VM is paused: an error), and which status a run ends in; what a
+step means and which expectation applies is :mod:`qmpgmem.step_runner`'s. It always tears
+the engine down, and keeps the run's files only when the run did not pass.
 """
 
 from __future__ import annotations
@@ -19,44 +19,26 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from qmpgmem.engines.base import Engine, GuestJob, GuestRange
+from qmpgmem.engines.base import Engine
 from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS
-from qmpgmem.errors import EngineError, GuestProtocolError, QmpgmemError, UnsupportedStep
-from qmpgmem.expectations import (
-    StepFailed,
-    check_any_hash,
-    check_convert,
-    check_hash,
-    check_qmp,
-    describe_range,
-    stated_hash,
-    stated_hashes,
-)
+from qmpgmem.errors import QmpgmemError, UnsupportedStep
 from qmpgmem.guest import protocol
 from qmpgmem.report.result import ScenarioResult, Status, StepResult
 from qmpgmem.rundir import exclusive_dir, move_contents
 from qmpgmem.sanitize import file_name_part, shell_comment, shell_word
 from qmpgmem.scenario.loader import LoadedScenario
 from qmpgmem.scenario.model import (
-    AnyOfExpect,
     GmemAllocate,
     GmemPunchHole,
     GuestConvert,
     GuestParallel,
-    GuestVerify,
-    GuestWrite,
-    HostRead,
     HostWrite,
     QmpCommand,
-    Range,
     Scenario,
-    Sleep,
     Step,
-    VmCont,
-    VmReset,
-    VmStop,
     WaitEvent,
 )
+from qmpgmem.step_runner import StepRunner, unchecked_warnings
 
 if TYPE_CHECKING:
     from qmpgmem.engines.qemu.flavours import FlavourPlan
@@ -182,7 +164,6 @@ class ScenarioRun:
         self.accel = resolve_accel(wanted, host)
         self.accel_note = accel_note(wanted, self.accel, host)
         self.qemu_binary = self._choose_qemu()
-        self.observed: dict[tuple[str, int, int], int] = {}
         self.steps: list[StepResult] = []
         self.model: Any = None
         self.gmem_plan: FlavourPlan | None = None  # chosen when the VM uses guest_memfd
@@ -221,9 +202,27 @@ class ScenarioRun:
                 return binary
         return self.host.qemu_binary
 
+    def lifecycle_problem(self) -> str | None:
+        """A guest step while the VM is paused (R24), with its line: it could only time out."""
+        from qmpgmem.model.lifecycle import paused_guest_steps
+
+        for problem in paused_guest_steps(self.sc.steps):
+            i = problem.step_index
+            line = self.loaded.step_lines[i] if i < len(self.loaded.step_lines) else None
+            where = f"step {i + 1}" + (f" (line {line})" if line else "")
+            return f"{where}: {problem.message}"
+        return None
+
     def engine_limits(self) -> str | None:
         """Why this engine cannot run the scenario at all, whatever the host has."""
         engine = self.options.engine
+        wanted = self.options.accel or self.sc.vm.accel
+        if engine == "kvm" and wanted == "tcg":
+            source = "--accel tcg" if self.options.accel else "vm.accel tcg"
+            return (
+                f"{source} asks for QEMU's emulator; the kvm engine runs on KVM only "
+                "(--accel applies to the qemu engine)"
+            )
         if engine == "qemu" and self.sc.vm.vm_type != "default":
             return (
                 f"vm_type {self.sc.vm.vm_type} is for the kvm engine; with QEMU the VM type "
@@ -318,6 +317,9 @@ class ScenarioRun:
 
         Also what ``qmpgmem run --plan`` prints, so a plan and a run never disagree.
         """
+        invalid = self.lifecycle_problem()
+        if invalid:
+            return Status.ERROR, invalid
         skip = self.engine_limits() or await self.plan_guest_memfd() or self.preflight()
         if skip:
             return Status.SKIPPED, skip
@@ -357,8 +359,9 @@ class ScenarioRun:
                 finally:
                     boot_s = getattr(engine, "ready_after", None)
                 self.model = self._make_model(engine)
+                stepper = StepRunner(self.loaded, self.model)
                 for index, step in enumerate(self.sc.steps):
-                    result = await self._run_step(engine, index, step)
+                    result = await stepper.run_step(engine, index, step)
                     self.steps.append(result)
                     if result.status is not Status.PASSED:
                         status, reason = result.status, f"step {index + 1}: {result.message}"
@@ -386,6 +389,7 @@ class ScenarioRun:
             artifacts = str(self._keep_artifacts(engine))
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
+        warnings = unchecked_warnings(self.sc.steps, self.steps) if status is Status.PASSED else []
         return self._result(
             status,
             reason,
@@ -393,6 +397,7 @@ class ScenarioRun:
             artifacts=artifacts,
             reproduce=self.reproduce_command(),
             boot_s=boot_s,
+            warnings=warnings,
         )
 
     def _make_model(self, engine: Engine) -> Any:
@@ -460,186 +465,3 @@ class ScenarioRun:
                 )
                 return f"trace {t.event} {dict(t.fields)}: expected {bound} occurrence(s), saw {n}"
         return None
-
-    # -- steps --------------------------------------------------------------------------------
-    async def _run_step(self, engine: Engine, index: int, step: Step) -> StepResult:
-        line = self.loaded.step_lines[index] if index < len(self.loaded.step_lines) else None
-        t0 = time.monotonic()
-        res = StepResult(
-            index=index + 1, action=step.action, name=step.name, line=line, status=Status.PASSED
-        )
-        timeout = step.timeout or self.sc.timeouts.step
-        if isinstance(step, WaitEvent | Sleep):
-            timeout = (
-                max(
-                    timeout,
-                    float(getattr(step, "timeout", 0) or 0),
-                    float(getattr(step, "seconds", 0) or 0),
-                )
-                + 1.0
-            )
-        try:
-            async with asyncio.timeout(timeout):
-                await self._apply(engine, step, res)
-        except StepFailed as exc:
-            res.status, res.message = Status.FAILED, str(exc)
-            res.expected, res.seen = exc.expected, exc.seen
-        except TimeoutError:
-            res.status = Status.TIMEOUT
-            res.message = f"{step.action} did not finish within {timeout:g} s"
-        except UnsupportedStep as exc:
-            res.status, res.message = Status.SKIPPED, str(exc)
-        except GuestProtocolError as exc:
-            res.status, res.message = Status.ERROR, f"{step.action}: {exc}"
-        except EngineError as exc:
-            res.status, res.message = Status.ERROR, f"{step.action}: {exc}"
-        res.duration_s = round(time.monotonic() - t0, 6)
-        if res.status is Status.PASSED and self.model is not None:
-            self.model.apply_step(step)
-        return res
-
-    async def _apply(self, engine: Engine, step: Step, res: StepResult) -> None:
-        if isinstance(step, GuestParallel):
-            await self._guest_jobs(engine, list(step.steps), res)
-        elif isinstance(step, GuestWrite | GuestVerify | GuestConvert) and self.sc.vm.vcpus > 1:
-            await self._guest_jobs(engine, [step], res)
-        elif isinstance(step, GuestWrite):
-            await engine.guest_write(self._resolve(engine, step.range), step.seed)
-        elif isinstance(step, HostWrite):
-            rng = self._resolve(engine, step.range)
-            await engine.host_write(rng, protocol.pattern_bytes(step.seed, rng.offset, rng.size))
-        elif isinstance(step, GuestVerify | HostRead):
-            rng = self._resolve(engine, step.range)
-            if isinstance(step, GuestVerify):
-                seen = await engine.guest_hash(rng)
-            else:
-                data = await engine.host_read(rng)
-                seen = await asyncio.to_thread(protocol.hash_bytes, data)
-            self._judge_hash(step, rng, seen, res)
-        elif isinstance(step, GuestConvert):
-            rng = self._resolve(engine, step.range)
-            ret = await engine.guest_convert(rng, step.to == "private")
-            res.seen = f"hypercall returned {ret}"
-            check_convert(step, rng, ret)
-        elif isinstance(step, GmemPunchHole):
-            await engine.gmem_punch_hole(self._resolve(engine, step.range))
-        elif isinstance(step, GmemAllocate):
-            await engine.gmem_allocate(self._resolve(engine, step.range))
-        elif isinstance(step, QmpCommand):
-            reply = await engine.qmp(step.command, dict(step.arguments))
-            res.seen = check_qmp(step, reply)
-        elif isinstance(step, VmStop):
-            await engine.vm_stop()
-        elif isinstance(step, VmCont):
-            await engine.vm_cont()
-        elif isinstance(step, VmReset):
-            await engine.vm_reset()
-        elif isinstance(step, WaitEvent):
-            try:
-                ev = await engine.wait_event(step.event, dict(step.data), step.timeout)
-            except TimeoutError:
-                raise StepFailed(
-                    f"no {step.event} event with data {step.data} within {step.timeout:g} s"
-                ) from None
-            res.seen = str(ev.get("data", {}))
-        elif isinstance(step, Sleep):
-            await asyncio.sleep(step.seconds)
-        else:  # pragma: no cover - the union is closed
-            raise UnsupportedStep(f"unknown step {step.action}")
-
-    async def _guest_jobs(
-        self, engine: Engine, steps: list[GuestWrite | GuestVerify | GuestConvert], res: StepResult
-    ) -> None:
-        """Guest steps on the vCPUs they name, started together; each judged on its own.
-
-        The result names the vCPU and the APIC ID that answered for every sub-step, so a
-        report shows where each one ran.
-        """
-        rngs = [self._resolve(engine, s.range) for s in steps]
-        jobs = [
-            GuestJob(
-                kind="write"
-                if isinstance(s, GuestWrite)
-                else "hash"
-                if isinstance(s, GuestVerify)
-                else "convert",
-                rng=rng,
-                vcpu=s.vcpu,
-                seed=s.seed if isinstance(s, GuestWrite) else 0,
-                private=isinstance(s, GuestConvert) and s.to == "private",
-            )
-            for s, rng in zip(steps, rngs, strict=True)
-        ]
-        results = await engine.guest_jobs(jobs)
-        seen, expected, failures, notes = [], [], [], []
-        for index, (s, rng, out) in enumerate(zip(steps, rngs, results, strict=True)):
-            where = f"on vCPU {s.vcpu} (APIC {out.apic})"
-            label = where if len(steps) == 1 else f"steps[{index}] {s.action} {where}"
-            part = StepResult(index=index, action=s.action, status=Status.PASSED)
-            try:
-                if isinstance(s, GuestVerify):
-                    assert out.value is not None
-                    self._judge_hash(s, rng, out.value, part)
-                elif isinstance(s, GuestConvert):
-                    assert out.value is not None
-                    part.seen = f"hypercall returned {out.value}"
-                    check_convert(s, rng, out.value)
-            except StepFailed as exc:
-                failures.append(f"{label}: {exc}")
-            if part.message:
-                notes.append(f"{label}: {part.message}")
-            res.computed |= part.computed
-            seen.append(f"{label}: {part.seen or 'done'}")
-            if part.expected:
-                expected.append(f"{label}: {part.expected}")
-        res.seen = "; ".join(seen)
-        res.expected = "; ".join(expected) or None
-        res.message = "; ".join(failures or notes) or (
-            where if len(steps) == 1 else f"{len(steps)} vCPUs at once"
-        )
-        if failures:
-            raise StepFailed(res.message, res.expected, res.seen)
-
-    @staticmethod
-    def _resolve(engine: Engine, r: Range) -> GuestRange:
-        return engine.resolve(r.region, r.offset, r.size)
-
-    def _judge_hash(
-        self, step: GuestVerify | HostRead, rng: GuestRange, seen: int, res: StepResult
-    ) -> None:
-        """Pick the expectation (file, previous observation, model) and check ``seen``."""
-        key = (rng.region, rng.offset, rng.size)
-        previous = self.observed.get(key)
-        self.observed[key] = seen
-        res.seen = f"{seen:#018x}"
-        exp = step.expect
-        if exp == "unchanged":
-            if previous is None:
-                raise StepFailed(
-                    f"{describe_range(rng)}: 'unchanged' needs an earlier "
-                    "guest.verify or host.read of the same range"
-                )
-            want, text = previous, "the content seen at the previous observation"
-        elif isinstance(exp, AnyOfExpect):
-            wants, text = stated_hashes(exp, rng.offset, rng.size)
-            res.expected = text
-            who = "the guest" if isinstance(step, GuestVerify) else "the host"
-            check_any_hash(step.action, rng, wants, text, seen, who)
-            return
-        elif exp is not None:
-            want, text = stated_hash(exp, rng.offset, rng.size)
-        else:
-            view = "guest" if isinstance(step, GuestVerify) else "host"
-            predicted = (
-                self.model.expected(rng.region, rng.offset, rng.size, view=view)
-                if self.model
-                else None
-            )
-            if predicted is None:
-                res.message = "no expectation (the model cannot predict this range); recorded"
-                return
-            want, text = predicted
-            res.computed = True
-        res.expected = f"{want:#018x} ({text})"
-        who = "the guest" if isinstance(step, GuestVerify) else "the host"
-        check_hash(step.action, rng, want, text, seen, who)

@@ -61,13 +61,11 @@ steps:
 """,
     "d-timeout": """
 name: d-timeout
-description: the guest is paused, so it cannot answer
+description: a step whose own timeout is shorter than what it does
 steps:
-  - action: vm.stop
-  - action: guest.verify
+  - action: sleep
+    seconds: 10
     timeout: 1s
-    range: {region: m0, size: 4K}
-    expect: zero
 """,
     "e-error": """
 name: e-error

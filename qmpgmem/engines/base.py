@@ -9,6 +9,7 @@ do one thing and report what it saw. An engine that cannot do an operation here 
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -148,6 +149,11 @@ class Engine(abc.ABC):
         raise UnsupportedStep(f"engine {self.name} has no guest_memfd file to allocate")
 
     # -- VM lifecycle ----------------------------------------------------------------------
+    async def sleep(self, seconds: float) -> None:
+        """Let ``seconds`` pass while watching the VM: a VM that ends meanwhile raises at once
+        (:class:`~qmpgmem.errors.VMExitedError`), not at the next step."""
+        await asyncio.sleep(seconds)
+
     async def vm_stop(self) -> None:
         raise UnsupportedStep(f"engine {self.name} cannot pause the VM")
 
@@ -155,6 +161,9 @@ class Engine(abc.ABC):
         raise UnsupportedStep(f"engine {self.name} cannot resume the VM")
 
     async def vm_reset(self) -> None:
+        """Reset the VM; memory stays. A running VM's guest boots again before this returns;
+        a paused VM stays paused, and its guest's restart completes in the next
+        :meth:`vm_cont` (both engines; docs/scenarios.md)."""
         raise UnsupportedStep(f"engine {self.name} cannot reset the VM")
 
     async def qmp(self, command: str, arguments: dict[str, Any]) -> dict[str, Any]:

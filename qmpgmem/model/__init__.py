@@ -5,6 +5,7 @@ docs/memory-model.md lists each rule with its source in QEMU or the kernel selft
 
 from qmpgmem.model.content import ZERO, Attr, Content, Pattern, Unknown, Zero
 from qmpgmem.model.intervals import IntervalMap
+from qmpgmem.model.lifecycle import PausedGuestStep, paused_guest_steps
 from qmpgmem.model.memory import MemoryModel, ModelRangeError, View
 from qmpgmem.model.predict import UnpredictableContent
 from qmpgmem.model.rules import (
@@ -42,6 +43,7 @@ __all__ = [
     "ModelContext",
     "ModelRangeError",
     "Pattern",
+    "PausedGuestStep",
     "RegionKind",
     "RegionSpec",
     "ResetSemantics",
@@ -54,6 +56,7 @@ __all__ = [
     "context_for_vm",
     "model_for_run",
     "model_for_vm",
+    "paused_guest_steps",
     "region_spec",
     "reset_semantics",
 ]

@@ -3,7 +3,8 @@
 Why a gate on top of statuses: a host whose /dev/kvm broke still "passes" with skips allowed
 (every KVM scenario skips, QEMU's auto accelerator quietly runs TCG). Under ``--strict`` a skip
 must be in the host class's baseline (:mod:`qmpgmem.report.expected_skips`) with a matching
-reason, and no result may have run on TCG because KVM was unusable. The verdict is one
+reason, no result may have run on TCG because KVM was unusable, and no passed result may
+carry a warning (a run that checked nothing says so in ``warnings``). The verdict is one
 sentence that leads with the cause when KVM itself is the cause.
 """
 
@@ -16,6 +17,9 @@ from qmpgmem.report.result import Gate, GateViolation, ScenarioResult, Status
 
 __all__ = ["judge"]
 
+#: How a passed result with warnings (e.g. nothing was checked) starts its violation.
+WARNED = "passed with a warning: "
+
 
 def _violation(result: ScenarioResult, baseline: ExpectedSkips) -> str | None:
     if result.status is Status.SKIPPED and baseline.expected(result) is None:
@@ -27,6 +31,8 @@ def _violation(result: ScenarioResult, baseline: ExpectedSkips) -> str | None:
         return f"skip not in {baseline.source}"
     if result.accel_note:
         return f"ran on TCG, not KVM ({result.accel_note})"
+    if result.status is Status.PASSED and result.warnings:
+        return WARNED + "; ".join(result.warnings)
     return None
 
 
@@ -42,7 +48,8 @@ def judge(
     failed = sum(1 for r in results if not r.status.ok)
     unused = [f"{e.scenario} [{e.engine}] (line {e.line})" for e in baseline.unused(results)]
     skips = sum(1 for v in violations if v.status is Status.SKIPPED)
-    tcg = len(violations) - skips
+    warned = sum(1 for v in violations if v.why.startswith(WARNED))
+    tcg = len(violations) - skips - warned
     parts = []
     if failed:
         parts.append(f"{failed} did not pass")
@@ -50,6 +57,8 @@ def judge(
         parts.append(f"{skips} unexpected skip{'s' if skips != 1 else ''} ({baseline.describe()})")
     if tcg:
         parts.append(f"{tcg} ran on TCG instead of KVM")
+    if warned:
+        parts.append(f"{warned} passed with a warning")
     passed = not parts
     if passed:
         verdict = (

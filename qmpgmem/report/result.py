@@ -101,6 +101,8 @@ class ScenarioResult(BaseModel):
     artifacts: str | None = None  # directory kept for a failed run
     reproduce: str | None = None  # one command line that reproduces the run
     boot_s: float | None = None
+    #: what a passed run did not establish ("nothing was checked: ..."); --strict fails on it
+    warnings: list[str] = Field(default_factory=list)
 
 
 class Summary(BaseModel):

@@ -107,3 +107,23 @@ def test_bad_files_name_file_line_and_field(tmp_path: Path, text: str, message: 
     with pytest.raises(ExpectedSkipsError) as err:
         ExpectedSkips.load(path)
     assert str(err.value).startswith(f"{tmp_path}/{message}")
+
+
+def test_a_pass_with_a_warning_breaks_the_gate() -> None:
+    """A run that checked nothing passes, but not under --strict."""
+    unchecked = result(
+        "unpredictable", Status.PASSED, warnings=["nothing was checked: the memory model ..."]
+    )
+    gate = judge([PASS, unchecked], ExpectedSkips())
+    assert not gate.passed
+    assert gate.verdict == "strict: failed — 1 passed with a warning"
+    (violation,) = gate.violations
+    assert violation.scenario == "unpredictable" and violation.status is Status.PASSED
+    assert violation.why == "passed with a warning: nothing was checked: the memory model ..."
+    # counted apart from TCG fallbacks, which still lead with the cause
+    tcg = result("smoke", Status.PASSED, accel="tcg", accel_note="auto fell back to TCG: x")
+    both = judge([tcg, unchecked], ExpectedSkips(), kvm_unusable="x")
+    assert both.verdict == (
+        "strict: failed — KVM is unusable here: x "
+        "(1 ran on TCG instead of KVM, 1 passed with a warning)"
+    )

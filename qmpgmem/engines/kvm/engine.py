@@ -48,6 +48,7 @@ from qmpgmem.engines.kvm.memory import GuestMemory, Placed
 from qmpgmem.engines.kvm.objects import Kvm, Vcpu, Vm
 from qmpgmem.engines.kvm.serial import Uart16550
 from qmpgmem.engines.kvm.smp import ApThreads, LocalApics
+from qmpgmem.engines.kvm.uart_channel import open_uart_channel
 from qmpgmem.engines.kvm.vcpu_thread import EndReason, VcpuEnd, VcpuRunner, install_kick_signal
 from qmpgmem.engines.layout import place_regions
 from qmpgmem.errors import (
@@ -88,34 +89,6 @@ _BIG_COPY: Final = 1 << 20  # copies above this go to a worker thread
 def _supported_cpuid() -> ctypes.Array[abi.kvm_cpuid_entry2]:
     with Kvm() as kvm:
         return vcpu_cpuid(kvm.supported_cpuid())
-
-
-class _GuestInput(asyncio.WriteTransport):
-    """The write side of the guest channel: bytes go straight into the UART's input queue."""
-
-    def __init__(self, uart: Uart16550) -> None:
-        super().__init__()
-        self._uart = uart
-        self._closing = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._closing:
-            self._uart.feed(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def close(self) -> None:
-        self._closing = True
-
-    def abort(self) -> None:
-        self._closing = True
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def can_write_eof(self) -> bool:
-        return False
 
 
 class KvmEngine(Engine):
@@ -170,7 +143,12 @@ class KvmEngine(Engine):
         #: seconds from start() to the guest's HELLO (named as on the QEMU engine)
         self.ready_after: float | None = None
         self.end: VcpuEnd | None = None
+        #: set (in the loop) when the guest ended the VM: exit, halt, triple fault, failure
+        self._ended = asyncio.Event()
         self._stopped = False
+        #: the vCPUs are held (vm_stop); a reset while held boots on the next vm_cont
+        self._paused = False
+        self._reboot_pending = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _event(self, text: str) -> None:
@@ -300,23 +278,23 @@ class KvmEngine(Engine):
         assert self._loop is not None and self._uart is not None
         if self.channel is not None:
             self.channel.close()
-        reader = self._reader = asyncio.StreamReader(limit=1 << 20)
-        transport = _GuestInput(self._uart)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        writer = asyncio.StreamWriter(transport, protocol, reader, self._loop)
         serial_log = self._run_dir / "serial.log"
         self._artifacts.files["serial"] = serial_log
-        self.channel = GuestChannel(reader, writer, serial_log, on_eof=self._eof_error)
+        self.channel, self._reader = open_uart_channel(
+            self._uart, self._loop, serial_log, self._eof_error
+        )
 
     def _make_runner(self, vcpu: Vcpu) -> VcpuRunner:
         assert self._uart is not None
         return VcpuRunner(vcpu, self._uart, self._on_hypercall, self._on_end, self._apics.mmio)
 
-    def _start_runner(self) -> None:
+    def _start_runner(self, paused: bool = False) -> None:
+        """vCPU 0 from its current registers; ``paused``: held before its first KVM_RUN."""
         assert self._vcpu is not None
         self.end = None
+        self._ended.clear()
         self._runner = self._make_runner(self._vcpu)
-        self._runner.start()
+        self._runner.start(paused=paused)
 
     async def _start_aps(self) -> None:
         """After HELLO: the guest starts vCPUs 1..n-1 (SMP), each answering its APIC ID."""
@@ -352,6 +330,8 @@ class KvmEngine(Engine):
             return  # an AP stopping after the VM already ended
         self.end = end
         self._event(f"vCPU ended: {end.reason} {end.detail}")
+        if end.reason != EndReason.STOPPED:
+            self._call_in_loop(self._ended.set)
         reader = self._reader
         if reader is not None:
             self._call_in_loop(reader.feed_eof)
@@ -561,21 +541,39 @@ class KvmEngine(Engine):
         self._event(f"allocate {rng.region} {rng.offset:#x}+{rng.size:#x}")
 
     # -- VM lifecycle --------------------------------------------------------------------------
+    async def sleep(self, seconds: float) -> None:
+        """Let ``seconds`` pass; a guest that ends the VM meanwhile raises at once."""
+        self._guest()
+        try:
+            await asyncio.wait_for(self._ended.wait(), seconds)
+        except TimeoutError:
+            return
+        raise self._eof_error()
+
     async def vm_stop(self) -> None:
         self._running_runner()
         for runner in self._all_runners():
             if not await asyncio.to_thread(runner.pause):
                 raise EngineError(f"{runner.name} did not pause")
+        self._paused = True
         self._event("paused")
 
     async def vm_cont(self) -> None:
+        """Resume the vCPUs; after a reset of the paused VM, wait until the guest booted."""
         self._running_runner()
         for runner in self._all_runners():
             runner.resume()
+        self._paused = False
         self._event("resumed")
+        if self._reboot_pending:
+            await self._wait_boot()
 
     async def vm_reset(self) -> None:
-        """Put the vCPU back at the reset vector (memory stays) and wait for the new HELLO."""
+        """Put the vCPU back at the reset vector (memory stays) and wait for the new HELLO.
+
+        A paused VM stays paused, as QEMU's does: vCPU 0 is held at the reset vector and the
+        guest boots (HELLO, its APs) on the next :meth:`vm_cont`.
+        """
         if self._vcpu is None or self._initial is None or self._uart is None:
             raise EngineError("the VM is not running")
         if not await asyncio.to_thread(self._stop_all):
@@ -586,9 +584,18 @@ class KvmEngine(Engine):
         self._vcpu.set_regs(regs)
         self._uart.reset()
         self._open_channel()
-        self._event("reset")
-        self._start_runner()
+        self.hello = None
+        self._event("reset" + (" (paused: boots on cont)" if self._paused else ""))
+        self._start_runner(paused=self._paused)
+        if self._paused:
+            self._reboot_pending = True
+        else:
+            await self._wait_boot()
+
+    async def _wait_boot(self) -> None:
+        """The guest's HELLO after a reset, then its APs again."""
         assert self.channel is not None
+        self._reboot_pending = False
         async with asyncio.timeout(self._boot_timeout):
             self.hello = await self.channel.wait_hello()
             if self.spec.vcpus > 1:

@@ -113,12 +113,21 @@ class VcpuRunner:
         self.exits = 0
         self.mmio_exits = 0
 
-    def start(self) -> None:
+    def start(self, paused: bool = False) -> None:
+        """Start the thread; ``paused``: held before the first KVM_RUN until ``resume()``."""
+        if paused:
+            self._resume.clear()
+            self._pause.set()
         self._thread.start()
 
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def held(self) -> bool:
+        """The thread waits outside KVM_RUN for ``resume()`` (paused)."""
+        return self._paused.is_set() and self._thread.is_alive()
 
     # -- control from other threads --------------------------------------------------------
     def _kick(self) -> None:

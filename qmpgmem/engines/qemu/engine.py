@@ -3,7 +3,14 @@
 Flow: build argv (trace events on via -trace) -> launch paused (-S) -> QMP connect -> ``cont`` ->
 wait for the guest's HELLO. Every QMP exchange and event goes to the transcript
 (``qmp.jsonl`` in the run directory). Every primitive races the QEMU process: if QEMU exits
-meanwhile the primitive raises :class:`VMExitedError` with QEMU's last words.
+meanwhile the primitive raises :class:`VMExitedError` with how it ended (its status, or the
+signal that killed it) and its last words; a QMP connection that breaks while QEMU lives is
+a :class:`QmpConnectionLost` naming what QEMU sent.
+
+Pause, resume and reset (``vm_stop``/``vm_cont``/``vm_reset``, and the same commands sent as
+raw QMP through :meth:`QemuEngine.qmp`): a reset of a running VM waits for the guest's new
+HELLO; a reset of a paused VM leaves it paused (QEMU resets it and stays stopped), and the
+guest's restart completes on the next ``cont``, which then waits for that HELLO.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
+from qemu.qmp.qmp_client import ExecInterruptedError
 
 from qmpgmem.engines.base import (
     Engine,
@@ -31,13 +39,26 @@ from qmpgmem.engines.base import (
 from qmpgmem.engines.layout import Layout, place_regions
 from qmpgmem.engines.qemu.argv import BootImage, GuestMemfdPlan, boot_kind, build_argv
 from qmpgmem.engines.qemu.process import QemuProcess
-from qmpgmem.errors import EngineError, GuestProtocolError, VMExitedError, VMLaunchError
+from qmpgmem.errors import EngineError, VMExitedError, VMLaunchError
 from qmpgmem.guest.channel import GuestChannel
 from qmpgmem.rundir import BackingFile, open_backing_file
 from qmpgmem.scenario.model import VmSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: How long a primitive whose socket broke waits for QEMU to exit before it decides that QEMU
+#: lives (the socket's EOF and the process's exit arrive separately; the machine may be busy).
+_EXIT_GRACE = 1.0
+
+
+class QmpConnectionLost(EngineError):
+    """The QMP connection broke while QEMU still runs (QEMU refused a message, closed it).
+
+    Why its own class: every QMP exchange after it fails the same way, and the launch turns
+    it into a :class:`VMLaunchError` like any other QMP failure before the guest ran.
+    """
+
 
 _LIVE: set[QemuProcess] = set()
 
@@ -88,6 +109,9 @@ class QemuEngine(Engine):
         self._t0 = time.monotonic()
         self._pmem_count = 0
         self._stopped = False
+        #: the vCPUs are paused (stop), and a reset while paused waits for the next cont
+        self._paused = False
+        self._reboot_pending = False
         self._backing: list[BackingFile] = []  # file regions' backing files, opened in start
         self.ready_after: float | None = None  # seconds from launch to HELLO
 
@@ -114,16 +138,23 @@ class QemuEngine(Engine):
             self._transcript.write(json.dumps(entry, default=str) + "\n")
 
     def _exited_error(self, doing: str) -> VMExitedError:
+        """``QEMU was killed by SIGKILL while <doing>: <its last lines>`` (or its status)."""
         rc = self.process.returncode
         out = self.process.output()
         tail = " | ".join(out.strip().splitlines()[-3:])
-        msg = f"QEMU exited (status {rc}) while {doing}"
+        msg = f"{self.process.describe_exit()} while {doing}"
         if tail:
             msg += f": {tail}"
         return VMExitedError(msg, rc, out)
 
     async def _guard(self, aw: Awaitable[T], doing: str) -> T:
-        """Await ``aw`` unless QEMU exits first; then raise VMExitedError."""
+        """Await ``aw`` unless QEMU exits first; then raise VMExitedError.
+
+        A socket that broke under ``aw`` (the guest channel's EOF, a QMP disconnect) usually
+        means QEMU is going away: it is reported as QEMU's exit, with its status or signal,
+        once the process is reaped. A QMP connection that broke while QEMU lives is a
+        :class:`QmpConnectionLost` naming what QEMU sent.
+        """
         proc = self.process.proc
         assert proc is not None
         task = asyncio.ensure_future(aw)
@@ -139,17 +170,49 @@ class QemuEngine(Engine):
             exc = task.exception()
             if exc is None:
                 return task.result()
-            if isinstance(exc, OSError | EOFError | QMPError | GuestProtocolError):
-                # A broken socket usually means QEMU is going away: report it as that.
+            broken_qmp = isinstance(exc, QMPError) and not isinstance(exc, ExecuteError)
+            if broken_qmp or isinstance(exc, OSError | EOFError | VMExitedError):
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(proc.wait()), 0.5)
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), _EXIT_GRACE)
                 if proc.returncode is not None:
                     raise self._exited_error(doing) from exc
+                if broken_qmp:
+                    raise await self._qmp_lost(doing, exc) from exc
             raise exc
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
         raise self._exited_error(doing)
+
+    async def _qmp_lost(self, doing: str, exc: BaseException) -> QmpConnectionLost:
+        """What broke the QMP connection while QEMU lives, as one sentence.
+
+        A command interrupted by the disconnect only says "Disconnected"; the cause is the
+        client's background failure, which ``disconnect()`` re-raises (qemu.qmp's contract).
+        """
+        cause: BaseException = exc
+        if isinstance(exc, ExecInterruptedError | QMPError) and (
+            self.qmp_client.runstate is Runstate.DISCONNECTING
+        ):
+            try:
+                await asyncio.wait_for(self.qmp_client.disconnect(), 2.0)
+            except Exception as root:  # the reader's or writer's own failure
+                cause = root
+        what = getattr(cause, "error_message", None) or str(cause) or type(cause).__name__
+        received = getattr(cause, "msg", None)  # the message the client could not route
+        error = dict(received).get("error") if received is not None else None
+        if isinstance(error, dict) and "id" not in dict(received or {}):
+            what = (
+                f"QEMU's parser refused the message ({error.get('class')}: "
+                f"{error.get('desc')}) and answered without a command id, so the QMP client "
+                "dropped the connection"
+            )
+        elif received is not None:
+            what += f"; QEMU sent {json.dumps(dict(received), default=str)}"
+        self._record("disconnected", what)
+        return QmpConnectionLost(
+            f"the QMP connection broke while {doing}, and QEMU is still running: {what}"
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -203,7 +266,7 @@ class QemuEngine(Engine):
             ) from None
         except VMExitedError as exc:
             raise VMLaunchError(str(exc), argv, exc.output) from exc
-        except QMPError as exc:  # ConnectError, a malformed greeting or reply
+        except (QMPError, QmpConnectionLost) as exc:  # ConnectError, a malformed greeting
             with contextlib.suppress(TimeoutError):  # let QEMU finish its last words
                 await self.process.wait(0.5)
             raise VMLaunchError(
@@ -277,10 +340,23 @@ class QemuEngine(Engine):
         return ret
 
     async def qmp(self, command: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """A raw QMP command; ``stop``, ``cont`` and ``system_reset`` that succeed have the
+        lifecycle primitives' effect (a reset waits for the guest's new HELLO, or for the next
+        ``cont`` when paused), so the guest steps after them find the guest as they would
+        after ``vm.stop``/``vm.cont``/``vm.reset``."""
+        if command == "system_reset" and self.channel is not None:
+            self.channel.reset_hello()
         try:
-            return {"return": await self._execute(command, arguments)}
+            ret = await self._execute(command, arguments)
         except ExecuteError as exc:
             return {"error": {"class": exc.error_class, "desc": exc.error.error.desc}}
+        if command == "stop":
+            self._paused = True
+        elif command == "cont":
+            await self._after_cont()
+        elif command == "system_reset":
+            await self._after_reset()
+        return {"return": ret}
 
     async def wait_event(self, name: str, data: dict[str, Any], timeout: float) -> dict[str, Any]:
         """The first event named ``name`` whose data contains ``data``, since the last match."""
@@ -332,19 +408,45 @@ class QemuEngine(Engine):
         finally:
             path.unlink(missing_ok=True)
 
+    async def sleep(self, seconds: float) -> None:
+        await self._guard(asyncio.sleep(seconds), "sleeping")
+
     async def vm_stop(self) -> None:
         await self._execute("stop")
+        self._paused = True
 
     async def vm_cont(self) -> None:
+        """cont; after a reset of the paused VM, also wait until the guest has booted."""
         await self._execute("cont")
+        await self._after_cont()
 
     async def vm_reset(self) -> None:
-        """system_reset, then wait until the guest has booted again."""
-        ch = self._ch()
-        ch.reset_hello()
+        """system_reset, then wait until the guest has booted again; a paused VM stays
+        paused (QEMU resets it without running it) and boots on the next ``vm_cont``."""
+        self._ch().reset_hello()
         await self._execute("system_reset")
+        await self._after_reset()
+
+    async def _after_cont(self) -> None:
+        self._paused = False
+        if self._reboot_pending:
+            await self._wait_boot()
+
+    async def _after_reset(self) -> None:
+        if self._paused:
+            self._reboot_pending = True
+        else:
+            await self._wait_boot()
+
+    async def _wait_boot(self) -> None:
+        """The guest's HELLO after a reset, then its APs again (the reset put them back into
+        wait-for-SIPI)."""
+        self._reboot_pending = False
+        if boot_kind(self.vm) == "none":  # no guest to wait for
+            return
+        ch = self._ch()
         await self._guard(asyncio.wait_for(ch.wait_hello(), self.boot_timeout), "rebooting")
-        if self.vm.vcpus > 1:  # the reset put the APs back into wait-for-SIPI
+        if self.vm.vcpus > 1:
             await self._guard(
                 asyncio.wait_for(ch.start_vcpus(self.vm.vcpus), self.boot_timeout), "rebooting"
             )

@@ -34,6 +34,19 @@ def die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def describe_returncode(rc: int | None) -> str:
+    """``QEMU was killed by SIGKILL`` for -9, ``QEMU exited (status 1)`` for 1."""
+    if rc is None:
+        return "QEMU is still running"
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        return f"QEMU was killed by {name}"
+    return f"QEMU exited (status {rc})"
+
+
 class QemuProcess:
     """One QEMU process with its QMP and guest-channel sockets and its run directory.
 
@@ -109,6 +122,16 @@ class QemuProcess:
     @property
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.returncode
+
+    def describe_exit(self) -> str:
+        """How QEMU ended, as the start of a sentence: ``QEMU was killed by SIGKILL``,
+        ``QEMU exited (status 1)``, or ``QEMU is still running``.
+
+        Why the signal by name: a QEMU that an OOM killer, a test or an assertion (SIGABRT)
+        ended reads differently from one that exited on its own, and asyncio reports a
+        signal as a negative status that nobody should have to decode.
+        """
+        return describe_returncode(self.returncode)
 
     async def wait(self, timeout: float | None = None) -> int:
         assert self.proc is not None

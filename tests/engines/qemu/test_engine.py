@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from qmpgmem.engines.qemu.engine import QemuEngine
+from qmpgmem.engines.base import GuestRange
+from qmpgmem.engines.qemu.engine import QemuEngine, QmpConnectionLost
 from qmpgmem.errors import VMExitedError, VMLaunchError
 from qmpgmem.guest import protocol
 from qmpgmem.guest.image import guest_image
@@ -71,11 +74,76 @@ async def test_killed_qemu_is_an_error_with_cleanup(qemu_binary: str) -> None:
         await eng.start()
         assert eng.process.proc is not None
         os.kill(eng.process.proc.pid, signal.SIGKILL)
-        with pytest.raises(VMExitedError, match="QEMU exited"):
+        with pytest.raises(VMExitedError, match=r"QEMU was killed by SIGKILL while guest\.verify"):
             await eng.guest_hash(eng.resolve("m0", 0, 0x1000))
     finally:
         await eng.stop()
     assert not run_dir.exists()
+
+
+@pytest.mark.usefixtures("kvm_available", "no_leftovers")
+@pytest.mark.parametrize(
+    ("sig", "words"),
+    [
+        (signal.SIGKILL, "QEMU was killed by SIGKILL while guest.verify"),
+        (signal.SIGSEGV, "QEMU was killed by SIGSEGV while guest.verify"),
+        # QEMU handles SIGTERM itself: it exits 0 and says why
+        (signal.SIGTERM, "QEMU exited (status 0) while guest.verify"),
+    ],
+)
+async def test_qemu_killed_during_guest_io_keeps_the_signal(
+    qemu_binary: str, sig: signal.Signals, words: str
+) -> None:
+    """The guest channel's EOF comes before QEMU is reaped; the error still names the signal."""
+    async with _engine(qemu_binary) as eng:
+        assert eng.process.proc is not None
+        # 1 MiB where no RAM is: every guest read is a VM exit, so the hash takes seconds
+        slow = GuestRange("m0", 0, 1 << 20, gpa=0x8000_0000)
+        hashing = asyncio.create_task(eng.guest_hash(slow))
+        await asyncio.sleep(0.2)  # the request is in flight
+        assert not hashing.done()
+        os.kill(eng.process.proc.pid, sig)
+        with pytest.raises(VMExitedError) as info:
+            await hashing
+    assert words in str(info.value)
+    if sig == signal.SIGTERM:
+        assert "terminating on signal 15" in str(info.value)
+    else:
+        assert info.value.returncode == -sig
+
+
+@pytest.mark.usefixtures("kvm_available", "no_leftovers")
+async def test_sleep_watches_qemu(qemu_binary: str) -> None:
+    async with _engine(qemu_binary) as eng:
+        assert eng.process.proc is not None
+        pid = eng.process.proc.pid
+        asyncio.get_running_loop().call_later(0.2, os.kill, pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        with pytest.raises(VMExitedError, match=r"QEMU was killed by SIGKILL while sleeping"):
+            await eng.sleep(20)
+        assert time.monotonic() - t0 < 5  # at once, not when the sleep is over
+
+
+@pytest.mark.usefixtures("kvm_available", "no_leftovers")
+async def test_qmp_connection_broken_while_qemu_lives(qemu_binary: str) -> None:
+    """QEMU refuses a message over its JSON nesting limit with an error without an id; the
+    QMP client drops the connection. Reported as what happened, not ExecInterruptedError."""
+    nested: object = 0
+    for _ in range(1100):  # QEMU's json-streamer allows 1024 levels
+        nested = [nested]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10000)  # json.dumps recurses once per level
+    try:
+        async with _engine(qemu_binary) as eng:
+            with pytest.raises(QmpConnectionLost) as info:
+                await asyncio.wait_for(eng.qmp("qom-list", {"path": "/", "x": nested}), 20)
+            assert eng.process.returncode is None  # QEMU lives
+    finally:
+        sys.setrecursionlimit(limit)
+    text = str(info.value)
+    assert "the QMP connection broke while running QMP qom-list" in text, text
+    assert "QEMU is still running" in text, text
+    assert "GenericError: JSON nesting depth limit exceeded" in text, text
 
 
 @pytest.mark.usefixtures("kvm_available", "no_leftovers")
