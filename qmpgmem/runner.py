@@ -288,6 +288,28 @@ class ScenarioRun:
                 )
         return None
 
+    def unsafe_problem(self) -> str | None:
+        """Without ``--allow-unsafe``: the first use of the scenario that reaches the host
+        (a qmp step, qemu_args, a file outside the run directory; qmpgmem/policy.py).
+
+        Decided on every host alike, before the flavour and the requirements: a refused
+        scenario is an error wherever it runs, never a skip on one host and an error on
+        another. ``qmp`` steps are judged against the chosen binary's query-qmp-schema.
+        """
+        if self.options.allow_unsafe:
+            return None
+        from qmpgmem.policy import unsafe_uses
+
+        policy = None
+        if self.options.engine == "qemu" and self.host.facts is not None and self.qemu_binary:
+            qemu = self.host.facts.qemu_for(self.qemu_binary)
+            policy = qemu.qmp_policy() if qemu is not None else None
+        uses = unsafe_uses(self.loaded, self.options.engine, policy)
+        if not uses:
+            return None
+        more = f" (and {len(uses) - 1} more)" if len(uses) > 1 else ""
+        return uses[0].reason(self.loaded.path) + more
+
     async def plan_guest_memfd(self) -> str | None:
         """Choose the QEMU guest_memfd flavour; a skip reason quoting QEMU's own refusal.
 
@@ -320,7 +342,13 @@ class ScenarioRun:
         invalid = self.lifecycle_problem()
         if invalid:
             return Status.ERROR, invalid
-        skip = self.engine_limits() or await self.plan_guest_memfd() or self.preflight()
+        skip = self.engine_limits()
+        if skip:  # nothing of the scenario can run on this engine, its unsafe parts neither
+            return Status.SKIPPED, skip
+        refused = self.unsafe_problem()
+        if refused:
+            return Status.ERROR, refused
+        skip = await self.plan_guest_memfd() or self.preflight()
         if skip:
             return Status.SKIPPED, skip
         invalid = self.qmp_schema_problem()

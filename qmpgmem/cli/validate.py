@@ -10,7 +10,20 @@ from qmpgmem.cli.main import EXIT_USAGE, cli
 from qmpgmem.host.requirements import check_requirement_syntax
 from qmpgmem.library import default_paths
 from qmpgmem.model.check import disagreements
-from qmpgmem.scenario.loader import load_paths
+from qmpgmem.scenario.loader import LoadedScenario, ScenarioIssue, load_paths
+
+
+def unsafe_issues(loaded: list[LoadedScenario]) -> list[ScenarioIssue]:
+    """What a run would refuse without --allow-unsafe, as issues (qmpgmem/policy.py)."""
+    from qmpgmem.policy import OPT_IN, unsafe_uses
+
+    return [
+        ScenarioIssue(
+            item.path, use.line, None, use.field, f"{use.message}; {OPT_IN}", type="unsafe"
+        )
+        for item in loaded
+        for use in unsafe_uses(item)
+    ]
 
 
 def _plural(count: int, word: str) -> str:
@@ -19,7 +32,13 @@ def _plural(count: int, word: str) -> str:
 
 @cli.command(short_help="Check scenario files without running them.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-def validate(paths: tuple[Path, ...]) -> None:
+@click.option(
+    "--allow-unsafe",
+    is_flag=True,
+    help="Accept what a run accepts only with --allow-unsafe (QMP commands that reach the "
+    "host, raw qemu_args, files outside the run directory; docs/security.md).",
+)
+def validate(paths: tuple[Path, ...], allow_unsafe: bool) -> None:
     """Check scenario files (directories are searched for *.yaml, *.yml, *.json).
 
     Without PATHS: ./scenarios when it exists, else the scenario library installed with
@@ -30,6 +49,11 @@ def validate(paths: tuple[Path, ...]) -> None:
     predicts differently is printed as a warning (FILE:LINE: warning: ...) and does not
     change the exit status: the run decides which of the two is right.
 
+    A scenario file is data: a qmp step that reaches the host, qemu_args beyond -machine
+    settings, or a file region outside the run directory is a problem too, unless
+    --allow-unsafe (as with run). QMP arguments are judged by name here; a run also judges
+    them against its QEMU binary's query-qmp-schema.
+
     \b
     Example:
       qmpgmem validate scenarios/ extra/my-test.yaml
@@ -38,6 +62,8 @@ def validate(paths: tuple[Path, ...]) -> None:
     loaded, issues = load_paths(
         paths or default_paths(), requirement_check=check_requirement_syntax
     )
+    if not allow_unsafe:
+        issues = issues + unsafe_issues(loaded)
     for issue in issues:
         click.echo(str(issue))
     for item in loaded:

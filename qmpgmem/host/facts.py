@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from qmpgmem.engines.kvm import abi
 from qmpgmem.host.firmware import FIRMWARE_NAMES, FIRMWARE_PATHS
+from qmpgmem.host.qmp_policy import QmpPolicy
 
 __all__ = [
     "BACKEND_TYPES",
@@ -189,6 +190,21 @@ class QemuFacts(_Model):
     qmp_events: list[str] = Field(default_factory=list)
     #: firmware name (FIRMWARE_NAMES) -> path of an image that exists
     firmware: dict[str, str] = Field(default_factory=dict)
+    #: the whole query-qmp-schema, kept out of reports (set by the probe)
+    _qmp_schema: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+    _qmp_policy: QmpPolicy | None = PrivateAttr(default=None)
+
+    def set_qmp_schema(self, schema: list[dict[str, Any]]) -> None:
+        """Keep the binary's query-qmp-schema for :meth:`qmp_policy` (private: not reported)."""
+        self._qmp_schema = schema
+        self._qmp_policy = None
+
+    def qmp_policy(self) -> QmpPolicy | None:
+        """Which QMP commands of this binary reach the host (docs/security.md), or None
+        when the probe did not keep the schema."""
+        if self._qmp_policy is None and self._qmp_schema:
+            self._qmp_policy = QmpPolicy(self._qmp_schema)
+        return self._qmp_policy
 
     def has_type(self, qom_type: str) -> bool:
         return qom_type in self.qom_types
@@ -249,6 +265,15 @@ class QemuFacts(_Model):
                 source=f"query-qmp-schema (meta-type command), {qmp}",
             )
         )
+        policy = self.qmp_policy()
+        if policy is not None:
+            out.append(
+                Fact(
+                    name="qemu.qmp_unsafe_commands",
+                    value=len(policy.unsafe_commands()),
+                    source=f"query-qmp-schema, walked by the rule of docs/security.md, {qmp}",
+                )
+            )
         for name in FIRMWARE_NAMES:
             out.append(
                 Fact(

@@ -112,7 +112,7 @@ async def _ask(client: QMPClient, binary: str, path: str) -> QemuFacts:
     commands = sorted(e["name"] for e in schema if e.get("meta-type") == "command")
     events = sorted(e["name"] for e in schema if e.get("meta-type") == "event")
 
-    return QemuFacts(
+    facts = QemuFacts(
         binary=binary,
         version=triple,
         version_str=".".join(map(str, triple)),
@@ -128,6 +128,8 @@ async def _ask(client: QMPClient, binary: str, path: str) -> QemuFacts:
         qmp_events=events,
         firmware=find_firmware(path),
     )
+    facts.set_qmp_schema(schema)  # for the QMP policy (host/qmp_policy.py), not reported
+    return facts
 
 
 async def _probe_uncached(binary: str, path: str) -> QemuFacts:

@@ -28,6 +28,7 @@ from qmpgmem.pytest_plugin.variants import STATE, Variant
 from qmpgmem.report.junit import artifacts_text
 from qmpgmem.report.result import ScenarioResult, Status
 from qmpgmem.runner import RunOptions
+from qmpgmem.sanitize import printable
 from qmpgmem.scenario.loader import (
     InvalidScenarioError,
     LoadedScenario,
@@ -106,7 +107,10 @@ class ScenarioFile(pytest.File):
         markers = self._markers(loaded.scenario.tags)
         for variant in state.variants(loaded.scenario):
             item = ScenarioItem.from_parent(
-                self, name=f"{loaded.scenario.name}[{variant.id}]", loaded=loaded, variant=variant
+                self,
+                name=f"{printable(loaded.scenario.name)}[{variant.id}]",
+                loaded=loaded,
+                variant=variant,
             )
             for marker in markers:
                 item.add_marker(marker)
@@ -199,6 +203,7 @@ class ScenarioItem(pytest.Item):
             engine=self.variant.engine,
             accel=state.accel,
             artifacts_dir=state.artifacts / self.variant.id,
+            allow_unsafe=state.allow_unsafe,
         )
         run = ScenarioRun(self.loaded, ctx, options, build_engine)
         return asyncio.run(run.run())
@@ -230,7 +235,8 @@ class ScenarioItem(pytest.Item):
             if v.engine == "qemu"
             else "the kvm engine (/dev/kvm)"
         )
-        out = [f"scenario {result.scenario} ({path}) on {where}"]
+        show = printable  # the scenario's text and QEMU's words: no control character of theirs
+        out = [f"scenario {show(result.scenario)} ({path}) on {where}"]
         if result.accel_note:
             out.append(f"note: {result.accel_note}")
         if self.loaded.scenario.tags:
@@ -238,24 +244,28 @@ class ScenarioItem(pytest.Item):
         for step in result.steps:
             if step.status is Status.PASSED:
                 continue
-            label = step.name or step.action
+            label = show(step.name or step.action)
             at = f" ({path}:{step.line})" if step.line else ""
             out.append(f"step {step.index} {label}: {step.status}{at}")
             if step.line and 0 < step.index <= len(self.loaded.step_lines):
                 source = self.loaded.step_source(step.index - 1)
                 out += [f"  {line}" for line in source.splitlines()]
             if step.message:
-                out.append(f"  {step.message}")
+                out.append(f"  {show(step.message)}")
             if step.expected or step.seen:
-                out.append(f"  expected: {step.expected}\n  seen:     {step.seen}")
+                out.append(
+                    f"  expected: {show(str(step.expected))}\n  seen:     {show(str(step.seen))}"
+                )
         if result.artifacts:
             out.append(artifacts_text(result))
         elif result.reproduce:
             out.append(f"reproduce: {result.reproduce}")
         crash = ReprFileLocation(
-            path, self.result_line(result), f"{result.status}: {result.reason}"
+            path, self.result_line(result), printable(f"{result.status}: {result.reason}")
         )
-        return ScenarioRepr(out, crash)
+        # and line by line what the logs' tails carry (the artifacts)
+        lines = ["\n".join(show(part) for part in line.split("\n")) for line in out]
+        return ScenarioRepr(lines, crash)
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: TracebackStyle | None = None
@@ -275,7 +285,7 @@ class ScenarioItem(pytest.Item):
             return
         if report.skipped and result.status is Status.SKIPPED:
             path = display_path(self.path, self.config)
-            report.longrepr = (path, self.result_line(result), result.reason)
+            report.longrepr = (path, self.result_line(result), printable(result.reason))
         elif report.failed and call.excinfo and isinstance(call.excinfo.value, ScenarioOutcome):
             report.longrepr = self.result_repr(call.excinfo.value.result)
 

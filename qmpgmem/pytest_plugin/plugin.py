@@ -46,6 +46,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--qmpgmem-accel", default=None, choices=["kvm", "tcg", "auto"])
     group.addoption("--qmpgmem-artifacts", default="qmpgmem-artifacts", metavar="DIR")
+    group.addoption(
+        "--qmpgmem-allow-unsafe",
+        action="store_true",
+        help="Run scenario steps that reach the host (QMP commands that run programs or "
+        "touch host files, raw qemu_args, files outside the run directory); as qmpgmem run "
+        "--allow-unsafe: a scenario file is then code (docs/security.md).",
+    )
     parser.addini(
         "qmpgmem_paths",
         "With --qmpgmem, collect scenario files only where one of these globs matches "
@@ -71,6 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
         accel=config.getoption("qmpgmem_accel"),
         artifacts=Path(config.getoption("qmpgmem_artifacts")),
         patterns=list(config.getini("qmpgmem_paths")),
+        allow_unsafe=bool(config.getoption("qmpgmem_allow_unsafe")),
     )
 
 
@@ -83,7 +91,11 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if not ctx.kvm_usable:
         kvm += f" (unusable: {ctx.kvm_unusable})"
     qemus = ", ".join(f"{b} {ctx.qemu_versions.get(b) or '?'}" for b in ctx.qemu_binaries)
-    return [f"qmpgmem: engines {', '.join(state.engines)}; KVM {kvm}; QEMU {qemus or 'none found'}"]
+    unsafe = "; --qmpgmem-allow-unsafe: scenario files are code" if state.allow_unsafe else ""
+    return [
+        f"qmpgmem: engines {', '.join(state.engines)}; KVM {kvm}; "
+        f"QEMU {qemus or 'none found'}{unsafe}"
+    ]
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
@@ -165,6 +177,7 @@ def testsuite_properties(state: PluginState, items: list[pytest.Item]) -> list[t
     ``<testcase>``, which Jenkins' junit-10.xsd (xunit2) does not allow.
     """
     from qmpgmem.pytest_plugin.items import ScenarioItem
+    from qmpgmem.sanitize import printable
     from qmpgmem.session import host_info
 
     ctx = state.host_context
@@ -175,5 +188,7 @@ def testsuite_properties(state: PluginState, items: list[pytest.Item]) -> list[t
     for item in items:
         if isinstance(item, ScenarioItem) and item.loaded.scenario.tags:
             tags.setdefault(item.loaded.scenario.name, item.loaded.scenario.tags)
-    props += [(f"{PROPERTY_PREFIX}.tags.{name}", ",".join(t)) for name, t in tags.items()]
+    props += [
+        (f"{PROPERTY_PREFIX}.tags.{printable(name)}", ",".join(t)) for name, t in tags.items()
+    ]
     return props

@@ -66,6 +66,8 @@ class PluginState:
     accel: str | None
     artifacts: Path
     patterns: list[str]  # ini qmpgmem_paths
+    #: --qmpgmem-allow-unsafe: run what reaches the host (docs/security.md)
+    allow_unsafe: bool = False
     _collect_ctx: HostContext | None = field(default=None, repr=False)
     _run_ctx: HostContext | None = field(default=None, repr=False)
 

@@ -97,7 +97,8 @@ def test_load_good(tmp_path: Path) -> None:
             7,
             7,
             "vm.memory[0].speed",
-            "unknown key 'speed'; valid keys: id, size, backend, flavour, share, path, gmem_flags",
+            "unknown key 'speed'; valid keys: id, size, backend, flavour, share, path, "
+            "existing, keep, gmem_flags",
         ),
         (
             GOOD.replace("      size: 4K\n", "      size: abc\n"),
