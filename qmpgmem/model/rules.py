@@ -1,7 +1,7 @@
 """The decisions the memory model takes from the engine, QEMU version, VM type and backend.
 
 Why a module of plain functions: each rule here is a fact about QEMU or KVM with a source
-(docs/memory-model.md lists them by the ids used in the comments, R1..R22); keeping them apart
+(docs/memory-model.md lists them by the ids used in the comments, R1..R24); keeping them apart
 from the interval bookkeeping lets the tests table-drive every rule and lets a reader check
 one rule against its source without reading the model.
 """
