@@ -277,3 +277,17 @@ async def test_discarding_the_other_side(tmp_path: Path, minirom: bytes) -> None
         gm.mapping.write(0, b"\x55" * 4096)
         e._discard_other_side(gm, 0, 4096, private=False)  # in place: nothing to discard
         assert gm.mapping.read(0, 4096) == b"\x55" * 4096
+
+
+async def test_sleep_ends_when_the_guest_ends_the_vm(tmp_path: Path, minirom: bytes) -> None:
+    e = engine(tmp_path, minirom)
+    async with e:
+        channel = e.channel
+        assert channel is not None
+        await e.sleep(0.05)  # a guest that runs on: the sleep just passes
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.2, lambda: asyncio.ensure_future(channel.exit(0)))
+        t0 = loop.time()
+        with pytest.raises(VMExitedError, match="isa-debug-exit"):
+            await e.sleep(20)
+        assert loop.time() - t0 < 5
