@@ -63,7 +63,10 @@ def validate(paths: tuple[Path, ...], allow_unsafe: bool) -> None:
         paths or default_paths(), requirement_check=check_requirement_syntax
     )
     if not allow_unsafe:
-        issues = issues + unsafe_issues(loaded)
+        unsafe = unsafe_issues(loaded)
+        issues = issues + unsafe
+        refused = {issue.file for issue in unsafe}
+        loaded = [item for item in loaded if item.path not in refused]
     for issue in issues:
         click.echo(str(issue))
     for item in loaded:

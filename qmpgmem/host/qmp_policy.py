@@ -404,3 +404,13 @@ def judge_without_schema(command: str, arguments: Mapping[str, Any]) -> list[Fin
 
     out += walk(dict(arguments), "")
     return out
+
+
+def markdown_list(policy: QmpPolicy) -> str:
+    """The unsafe commands of one binary as docs/security.md lists them: one line each,
+    the command and the argument kinds that reach the host."""
+    lines = []
+    for command, findings in policy.unsafe_commands().items():
+        kinds = sorted({str(f.reach) for f in findings})
+        lines.append(f"- `{command}`: {', '.join(kinds)}")
+    return "\n".join(lines)

@@ -117,3 +117,29 @@ def test_new_commands_are_classified_by_the_same_rule() -> None:
     args = {"cpr-exec-command": ["sh", "-c", "id"]}
     assert {f.reach for f in policy.judge("migrate-set-parameters", args)} == {Reach.PROGRAM}
     assert policy.judge("migrate-set-parameters", {"downtime-limit": 300}) == []
+
+
+def test_docs_list_the_commands_the_rule_computes() -> None:
+    """docs/security.md quotes the list for QEMU 10.0.2 and 11.1.3; it must be the one the
+    rule computes from those binaries (checked for the versions installed here)."""
+    import asyncio
+    import re
+
+    from qmpgmem.host.qemu import probe_qemu
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    rows = re.findall(r"^\| `([^`]+)` \| .* \| (✓|—) \| (✓|—) \|$", doc, flags=re.M)
+    assert len(rows) > 50
+    checked = 0
+    for binary in BINARIES:
+        facts = asyncio.run(probe_qemu(binary))
+        if facts.version_str not in ("10.0.2", "11.1.3"):
+            continue
+        column = 1 if facts.version_str == "10.0.2" else 2
+        listed = {row[0] for row in rows if row[column] == "✓"}
+        policy = facts.qmp_policy()
+        assert policy is not None
+        assert listed == set(policy.unsafe_commands()), facts.version_str
+        checked += 1
+    if not checked:
+        pytest.skip("neither QEMU 10.0.2 nor 11.1.3 is installed here")
