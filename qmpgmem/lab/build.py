@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from qmpgmem.errors import SetupError
 from qmpgmem.lab import kconfig
-from qmpgmem.lab.debian import PrivateApt, unpack_deb
+from qmpgmem.lab.debian import PrivateApt, private_apt, unpack_deb
 from qmpgmem.lab.paths import lab_cache
 
 __all__ = [
@@ -181,7 +181,7 @@ def resolve_source(series: str | None, refresh: bool = False) -> KernelSource:
 
 
 def _ask_archive(series: str | None) -> KernelSource:
-    sid = PrivateApt(lab_cache() / "apt-sid", "sid")
+    sid = private_apt("sid")
     sid.update()
     if series is None:
         deps = [d for d in sid.depends("linux-source") if d.startswith("linux-source-")]
@@ -193,7 +193,7 @@ def _ask_archive(series: str | None) -> KernelSource:
             raise SetupError(f"{package} has no candidate version in Debian sid")
         return KernelSource(package, version, "sid")
     package = f"linux-source-{series}"
-    system = PrivateApt(lab_cache() / "apt-system", "system")
+    system = private_apt("system")
     system.update()
     for apt in (system, sid):
         version = apt.candidate(package)
@@ -216,8 +216,7 @@ def missing_build_packages() -> list[str]:
 
 
 def _apt_for(source: KernelSource) -> PrivateApt:
-    root = lab_cache() / ("apt-sid" if source.suite == "sid" else "apt-system")
-    return PrivateApt(root, source.suite)
+    return private_apt("sid" if source.suite == "sid" else "system")
 
 
 #: What an outer make (``make lab`` runs ``qmpgmem lab kernel``) leaves in the environment.

@@ -19,7 +19,7 @@ from typing import Final
 
 from qmpgmem.errors import SetupError
 
-__all__ = ["SYSTEM_SOURCES", "PrivateApt", "stanza_for_suite", "unpack_deb"]
+__all__ = ["SYSTEM_SOURCES", "PrivateApt", "private_apt", "stanza_for_suite", "unpack_deb"]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,14 @@ class PrivateApt:
         if not got:
             raise SetupError(f"apt-get download {package}={version} left no .deb in {dest}")
         return got[0]
+
+
+def private_apt(suite: str) -> PrivateApt:
+    """The lab's private apt state for ``suite`` ("system": the host's own sources; "sid"),
+    one directory per suite under the lab cache, shared by every lab download."""
+    from qmpgmem.lab.paths import lab_cache
+
+    return PrivateApt(lab_cache() / f"apt-{suite}", suite)
 
 
 def unpack_deb(deb: Path, dest: Path) -> None:

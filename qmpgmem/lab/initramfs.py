@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from qmpgmem.errors import SetupError
-from qmpgmem.lab.debian import PrivateApt, unpack_deb
+from qmpgmem.lab.debian import private_apt, unpack_deb
 from qmpgmem.lab.paths import lab_cache
 
 __all__ = ["CpioEntry", "build_initramfs", "busybox", "init_script", "read_cpio", "write_cpio"]
@@ -49,7 +49,7 @@ def busybox() -> Path:
     found = sorted(root.glob("*/bin/busybox"))
     if found:
         return found[-1]
-    apt = PrivateApt(lab_cache() / "apt-system", "system")
+    apt = private_apt("system")
     apt.update()
     version = apt.candidate(BUSYBOX_PACKAGE)
     if version is None:
