@@ -389,11 +389,21 @@ def build_kernel(
         report("configure", 0, None)
         config = configure(tree, log_file)
         estimate = _estimated_objects(source.series)
+        # A resumed build adds to the time of the attempts before it (kept in the work dir),
+        # so the figure in kernel.json is what building this kernel cost.
+        spent = work / "bzImage-seconds"
+        build_seconds = 0.0
+        if resumed:
+            with contextlib.suppress(OSError, ValueError):
+                build_seconds = float(spent.read_text())
         t0 = time.monotonic()
-        objects = _run_logged(
-            ["make", f"-j{jobs}", "bzImage"], tree, log_file, "build bzImage", report, estimate
-        )
-        build_seconds = time.monotonic() - t0
+        try:
+            objects = _run_logged(
+                ["make", f"-j{jobs}", "bzImage"], tree, log_file, "build bzImage", report, estimate
+            )
+        finally:
+            build_seconds += time.monotonic() - t0
+            spent.write_text(f"{build_seconds:.1f}\n")
         release = (tree / "include/config/kernel.release").read_text().strip()
         report("build selftests", 0, None)
         t1 = time.monotonic()
