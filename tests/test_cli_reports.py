@@ -222,3 +222,29 @@ def test_plan_statuses_in_json(tmp_path: Path) -> None:
     assert [r["status"] for r in data["results"]] == ["would-run", "would-skip"]
     assert data["summary"]["would_run"] == 1 and data["summary"]["passed"] == 0
     assert "vm_type:sev-snp" in data["results"][1]["reason"]
+
+
+def test_a_pass_that_checked_nothing_says_so(tmp_path: Path, junit_xsd: Any) -> None:
+    unchecked = """
+name: unchecked
+description: a QMP step the model cannot see through, then reads it cannot predict
+steps:
+  - action: guest.write
+    range: {region: m0, size: 4K}
+    seed: 1
+  - action: qmp
+    command: migrate-set-parameters
+    arguments: {downtime-limit: 400}
+  - action: guest.verify
+    range: {region: m0, size: 4K}
+"""
+    write(tmp_path, [], {"unchecked": unchecked})
+    res = run("lib", "--junit", "j.xml", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = next(i for i, text in enumerate(res.stdout.splitlines()) if "PASSED  unchecked" in text)
+    assert res.stdout.splitlines()[line + 1].strip().startswith("warning: nothing was checked")
+    junit_xsd.validate(str(tmp_path / "j.xml"))
+    out = ET.parse(tmp_path / "j.xml").getroot().findtext("testcase/system-out") or ""
+    assert "warning: nothing was checked" in out
+    strict = run("lib", "--strict", cwd=tmp_path)
+    assert strict.returncode == 1 and "unchecked [qemu]" in strict.stdout

@@ -62,7 +62,7 @@ def accelerator_line(options: Sequence[RunOptions], ctx: HostContext) -> str:
     forced = {o.accel for o in options if o.accel}
     if ctx.kvm_usable:
         if forced == {"tcg"}:
-            return "accelerator: TCG (--accel tcg); the kvm engine, where asked for, uses KVM"
+            return "accelerator: TCG (--accel tcg); kvm-engine runs, where asked for, skip"
         return f"accelerator: KVM (/dev/kvm served by {ctx.kvm_backend or 'an unknown module'})"
     why = escape(ctx.kvm_unusable or "/dev/kvm is not usable")
     return (
@@ -84,6 +84,8 @@ def result_line(r: ScenarioResult, count: int, total: int, plan: bool) -> str:
     line += _text(f"{r.scenario} [{r.engine}/{r.accel or '?'}{fallback}] ({detail})")
     if r.status not in (Status.PASSED, Status.WOULD_RUN):
         line += f" — {_text(r.reason)}"
+    for warning in r.warnings:
+        line += f"\n      [yellow]warning:[/] {_text(warning)}"
     return line
 
 

@@ -66,6 +66,7 @@ def _system_out(r: ScenarioResult, base: Path | None) -> str:
         out.append(f"qemu: {relative(r.qemu, base)}")
     out.append(f"file: {relative(r.file, base)}")
     out += [f"step {st.index} {st.action} [{st.status}] {st.message}".rstrip() for st in r.steps]
+    out += [f"warning: {w}" for w in r.warnings]
     if r.artifacts:
         out.append(artifacts_text(r, base))
     return _text("\n".join(out))
