@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -61,13 +62,19 @@ def _error(kind: ErrorType, message: str, **ctx: Any) -> PydanticCustomError:
 # -- units as pydantic types -----------------------------------------------------------------
 
 
-def _validate_size(value: Any) -> int:
+def _validate_size(value: Any, info: ValidationInfo) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise _error(ErrorType.SIZE, f"expected a size like 4K, 2M or an integer, got {value!r}")
+    what = info.field_name or "a size"  # "offset", "size"
+    if isinstance(value, int) and value < 0:
+        raise _error(ErrorType.SIZE, f"{what} cannot be negative, got {value}")
     try:
-        return parse_size(value)
+        size = parse_size(value)
     except ValueError as exc:
         raise _error(ErrorType.SIZE, str(exc)) from None
+    if size > U64_MAX:
+        raise _error(ErrorType.SIZE, f"{what} is beyond 64 bits ({size.bit_length()} bits)")
+    return size
 
 
 def _validate_duration(value: Any) -> float:

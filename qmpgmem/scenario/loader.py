@@ -1,40 +1,51 @@
-"""Load scenario files and turn every problem into FILE:LINE:COL: field: message.
+"""Load scenario files: text -> positions -> pydantic models; every problem FILE:LINE:COL.
 
-Why ruamel round-trip: it keeps a line and column for every key and list item, so an error
-pydantic reports at ``steps.2.guest.write.range.size`` can be printed at the line the user must
-edit. The tag pydantic puts into ``loc`` for a discriminated union ("guest.write") is not a key
-in the file and is dropped on the way. Messages are chosen by the error's ``type`` and ``ctx``,
-never by matching pydantic's English text.
+Three steps, three modules: :mod:`.source` parses the text into plain JSON values and their
+positions, within limits on nesting, aliases and values; pydantic validates the values against
+the models (:mod:`.model`); :mod:`.issues` turns what either finds into
+``FILE:LINE:COL: field: message``. Here: reading the file (a regular file, at most
+:data:`MAX_FILE_BYTES`, opened without blocking), the checks that need the file system (a
+``guest.kernel`` that exists), and where each step starts and ends for reports that quote it.
+
+Why refuse rather than survive: ``validate`` and ``run`` read files from anyone; a file that
+would take minutes, gigabytes or a traceback is an error at a line, like any other.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 import logging
+import os
 import re
-import types
-import typing
-from collections.abc import Callable, Iterable, Sequence
+import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from pydantic import ValidationError
 
-from qmpgmem.errors import ScenarioError
-from qmpgmem.scenario.model import (
-    EXPECT_TAGS,
-    REQUIREMENT_CHECK,
-    STEP_ACTIONS,
-    PatternExpect,
-    Scenario,
+from qmpgmem.scenario.issues import (
+    InvalidScenarioError,
+    ScenarioIssue,
+    dedupe,
+    file_issue,
+    issue_from_error,
+    issue_from_source,
+    kind_of,
+    locate,
+)
+from qmpgmem.scenario.model import REQUIREMENT_CHECK, Scenario
+from qmpgmem.scenario.source import (
+    Node,
+    Parsed,
+    SourceError,
+    gc_paused,
+    parse_json,
+    parse_yaml,
 )
 
 __all__ = [
+    "MAX_FILE_BYTES",
     "SCENARIO_SUFFIXES",
     "InvalidScenarioError",
     "LoadedScenario",
@@ -48,40 +59,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCENARIO_SUFFIXES: Final = (".yaml", ".yml", ".json")
-#: loc elements pydantic adds for union members; they are not keys of the file.
-_TAGS: Final = frozenset(STEP_ACTIONS) | frozenset(EXPECT_TAGS)
-
-
-@dataclass(frozen=True)
-class ScenarioIssue:
-    """One problem in one file, located as precisely as the file allows."""
-
-    file: Path
-    line: int | None  # 1-based; None when the problem is the file itself (missing, unreadable)
-    column: int | None  # 1-based
-    field: str  # "steps[2].range.size"; "" for the whole file
-    message: str
-    type: str = "invalid"  # pydantic's or our error type, for tools and tests
-
-    def __str__(self) -> str:
-        where = str(self.file)
-        if self.line is not None:
-            where += f":{self.line}:{self.column or 1}"
-        prefix = f"{self.field}: " if self.field else ""
-        return f"{where}: {prefix}{self.message}"
-
-
-class InvalidScenarioError(ScenarioError):
-    """A scenario file is invalid; ``issues`` says where and why, one entry per problem."""
-
-    def __init__(self, path: Path, issues: Sequence[ScenarioIssue]) -> None:
-        self.path = path
-        self.issues = list(issues)
-        count = len(self.issues)
-        super().__init__(f"{path}: {count} problem{'s' if count != 1 else ''}")
-
-    def __str__(self) -> str:
-        return "\n".join(str(issue) for issue in self.issues) or super().__str__()
+#: Largest scenario file read; the library's are a few KiB.
+MAX_FILE_BYTES: Final = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -125,17 +104,9 @@ def load_scenario(
     :raise InvalidScenarioError: (a :class:`~qmpgmem.errors.ScenarioError`) with every issue found.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidScenarioError(path, [_issue(path, "no such file")]) from None
-    except IsADirectoryError:
-        raise InvalidScenarioError(
-            path, [_issue(path, "is a directory; use load_paths for directories")]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidScenarioError(path, [_issue(path, f"cannot read: {exc}")]) from None
-    return _load_text(path, text, requirement_check)
+    text = _read_text(path, MAX_FILE_BYTES)
+    with gc_paused():  # an object per value, none in a cycle: see source.gc_paused
+        return _load_text(path, text, requirement_check)
 
 
 def load_paths(
@@ -143,7 +114,8 @@ def load_paths(
 ) -> tuple[list[LoadedScenario], list[ScenarioIssue]]:
     """Load every scenario file under ``paths`` (directories recurse, sorted); never raises.
 
-    Also reports a scenario name used by more than one file, since reports key on names.
+    Each file is judged on its own: a broken one does not stop the others. Also reports a
+    scenario name used by more than one file, since reports key on names.
     """
     loaded: list[LoadedScenario] = []
     issues: list[ScenarioIssue] = []
@@ -152,6 +124,19 @@ def load_paths(
             loaded.append(load_scenario(path, requirement_check=requirement_check))
         except InvalidScenarioError as exc:
             issues.extend(exc.issues)
+        except Exception as exc:  # a bug of ours; the other files still get validated
+            log.debug("%s: internal error while loading", path, exc_info=True)
+            issues.append(
+                ScenarioIssue(
+                    path,
+                    1,
+                    1,
+                    "",
+                    f"internal error while loading ({type(exc).__name__}: {exc}); "
+                    "this is a bug in qmpgmem",
+                    "internal",
+                )
+            )
     first_by_name: dict[str, LoadedScenario] = {}
     for item in loaded:
         other = first_by_name.setdefault(item.scenario.name, item)
@@ -179,13 +164,90 @@ def _expand(paths: Iterable[str | Path], issues: list[ScenarioIssue]) -> list[Pa
                 p for p in path.rglob("*") if p.is_file() and p.suffix in SCENARIO_SUFFIXES
             )
             if not found:
-                issues.append(_issue(path, "directory holds no *.yaml, *.yml or *.json files"))
+                issues.append(file_issue(path, "directory holds no *.yaml, *.yml or *.json files"))
             files.extend(found)
         elif path.exists():
             files.append(path)
         else:
-            issues.append(_issue(path, "no such file or directory"))
+            issues.append(file_issue(path, "no such file or directory"))
     return files
+
+
+def _read_text(path: Path, limit: int) -> str:
+    """The file's text, if it is a regular UTF-8 file of at most ``limit`` bytes.
+
+    Why stat first and open with O_NONBLOCK: opening a FIFO for reading waits for a writer,
+    and a device may do something on open; neither is a scenario.
+
+    :raise InvalidScenarioError: without a line, except for bytes that are not UTF-8.
+    """
+    try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise InvalidScenarioError(
+                path, [file_issue(path, "is a directory; use load_paths for directories")]
+            )
+        _check_regular(path, info, limit)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with open(fd, "rb") as stream:
+            _check_regular(path, os.fstat(stream.fileno()), limit)  # replaced since the stat
+            data = stream.read(limit + 1)
+    except FileNotFoundError:
+        raise InvalidScenarioError(path, [file_issue(path, "no such file")]) from None
+    except OSError as exc:
+        raise InvalidScenarioError(
+            path, [file_issue(path, f"cannot read: {exc.strerror or exc}")]
+        ) from None
+    if len(data) > limit:
+        raise InvalidScenarioError(path, [file_issue(path, _too_large(limit))])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InvalidScenarioError(
+            path,
+            [
+                ScenarioIssue(
+                    path,
+                    line,
+                    column,
+                    "",
+                    f"not UTF-8 text: byte 0x{data[exc.start]:02x} ({exc.reason})",
+                    "encoding",
+                )
+            ],
+        ) from None
+    if "\r" in text:  # as Python's text mode reads it
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def _check_regular(path: Path, info: os.stat_result, limit: int) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidScenarioError(
+            path,
+            [file_issue(path, f"not a regular file ({_file_type(info.st_mode)}); not read")],
+        )
+    if info.st_size > limit:
+        raise InvalidScenarioError(path, [file_issue(path, _too_large(limit))])
+
+
+def _too_large(limit: int) -> str:
+    return f"larger than {limit >> 20} MiB, the most a scenario file may hold"
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 #: The keys every scenario must have (name, description, vm, steps), from the model.
@@ -208,8 +270,8 @@ def looks_like_scenario(path: str | Path) -> bool:
 
     It is when its top level is a mapping with at least two of the keys every scenario must
     have (name, description, vm, steps), one of them vm or steps. A file that does not parse
-    is judged by its top-level lines. Never raises; unreadable, non-UTF-8 and files over
-    1 MiB are not scenarios.
+    is judged by its top-level lines. Never raises; unreadable, non-UTF-8, non-regular files
+    and files over 1 MiB are not scenarios.
 
     Why this loose: a collector (the pytest plugin) must leave a project's unrelated
     ``config.yaml`` alone, yet a scenario that misses a required key or has a syntax error
@@ -217,15 +279,13 @@ def looks_like_scenario(path: str | Path) -> bool:
     """
     path = Path(path)
     try:
-        if path.stat().st_size > _SNIFF_LIMIT:
-            return False
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = _read_text(path, _SNIFF_LIMIT)
+    except InvalidScenarioError:
         return False
     keys: set[str]
     try:
-        document = _parse(path, text)
-    except InvalidScenarioError:  # a syntax error: read the keys off the lines
+        document = _parse(path, text).value
+    except SourceError:  # a syntax error or a limit: read the keys off the lines
         pattern = _JSON_KEY if path.suffix == ".json" else _TOP_KEY
         keys = {next(g for g in m.groups() if g is not None) for m in pattern.finditer(text)}
     else:
@@ -241,15 +301,23 @@ def scenario_line(text: str) -> int:
     return _name_position(text)[0]
 
 
+def _parse(path: Path, text: str) -> Parsed:
+    return parse_json(text) if path.suffix == ".json" else parse_yaml(text)
+
+
 def _load_text(
     path: Path, text: str, requirement_check: RequirementCheck | None = None
 ) -> LoadedScenario:
-    document = _parse(path, text)
+    try:
+        parsed = _parse(path, text)
+    except SourceError as exc:
+        raise InvalidScenarioError(path, [issue_from_source(path, exc)]) from None
+    document, root = parsed.value, parsed.root
     if document is None:
         raise InvalidScenarioError(
             path,
             [
-                _issue(
+                file_issue(
                     path,
                     "the file is empty; a scenario is a mapping with name, description, "
                     "vm and steps",
@@ -266,92 +334,71 @@ def _load_text(
                     1,
                     "",
                     "a scenario is a mapping with name, description, vm and steps, "
-                    f"got {_kind(document)}",
+                    f"got {kind_of(document)}",
                     "model_type",
                 )
             ],
         )
     try:
         context = {REQUIREMENT_CHECK: requirement_check} if requirement_check else None
-        scenario = Scenario.model_validate(_plain(document), context=context)
+        scenario = Scenario.model_validate(document, context=context)
     except ValidationError as exc:
-        issues = [_issue_from_error(path, document, error) for error in exc.errors()]
+        issues = [issue_from_error(path, document, root, error) for error in exc.errors()]
         issues.sort(key=lambda issue: (issue.line or 0, issue.column or 0))
-        raise InvalidScenarioError(path, _dedupe(issues)) from None
-    step_lines, step_end_lines = _step_lines(document, text)
+        raise InvalidScenarioError(path, dedupe(issues)) from None
+    issues = _file_issues(path, scenario, document, root)
+    if issues:
+        raise InvalidScenarioError(path, issues)
+    step_lines, step_end_lines = _step_lines(document, root, text)
     log.debug("loaded %s: %d steps", path, len(scenario.steps))
     return LoadedScenario(scenario, path, step_lines, text, step_end_lines)
 
 
-def _parse(path: Path, text: str) -> Any:
-    """YAML (round-trip, with positions); JSON through the same parser when it can."""
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text) if text.strip() else None
-        except json.JSONDecodeError as exc:
-            raise InvalidScenarioError(
-                path,
-                [
-                    ScenarioIssue(
-                        path, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}", "json_syntax"
-                    )
-                ],
-            ) from None
-        try:
-            return _yaml().load(text)
-        except YAMLError:
-            log.debug("%s: valid JSON the YAML parser rejects; no line numbers", path)
-            return data
+def _file_issues(
+    path: Path, scenario: Scenario, document: Any, root: Node | tuple[int, int] | None
+) -> list[ScenarioIssue]:
+    """Files the scenario names that must exist before it runs: the guest's kernel, initrd.
+
+    Relative paths are taken from the current directory, as QEMU takes them.
+    """
+    issues = []
+    for key in ("kernel", "initrd"):
+        name = getattr(scenario.vm.guest, key)
+        if name is None:
+            continue
+        problem = _file_problem(name)
+        if problem is not None:
+            line, column, _, _ = locate(document, root, ("vm", "guest", key), "qmpgmem_file")
+            issues.append(
+                ScenarioIssue(path, line, column, f"vm.guest.{key}", problem, "qmpgmem_file")
+            )
+    return issues
+
+
+def _file_problem(name: str) -> str | None:
+    where = "" if os.path.isabs(name) else f" (relative to the current directory {os.getcwd()})"
     try:
-        return _yaml().load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        column = mark.column + 1 if mark is not None else None
-        problem = " ".join(part for part in (exc.context, exc.problem) if part)
-        raise InvalidScenarioError(
-            path,
-            [
-                ScenarioIssue(
-                    path, line, column, "", f"invalid YAML: {problem or exc}", "yaml_syntax"
-                )
-            ],
-        ) from None
-    except YAMLError as exc:
-        raise InvalidScenarioError(
-            path, [ScenarioIssue(path, 1, 1, "", f"invalid YAML: {exc}", "yaml_syntax")]
-        ) from None
+        info = os.stat(name)
+    except FileNotFoundError:
+        return f"no such file: {name}{where}"
+    except OSError as exc:
+        return f"cannot use {name}: {exc.strerror or exc}"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{name} is not a regular file ({_file_type(info.st_mode)})"
+    if not os.access(name, os.R_OK):
+        return f"{name} is not readable"
+    return None
 
 
-def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    return yaml
-
-
-def _plain(node: Any) -> Any:
-    """ruamel's node types turned into plain Python values (ScalarInt -> int, ...)."""
-    if isinstance(node, dict):
-        return {str(key) if isinstance(key, str) else key: _plain(v) for key, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(item) for item in node]
-    if isinstance(node, bool):
-        return bool(node)
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, str):
-        return str(node)
-    return node
-
-
-def _step_lines(document: Any, text: str) -> tuple[list[int], list[int]]:
-    steps = document.get("steps")
-    if not isinstance(steps, CommentedSeq):
-        return [1] * len(steps or []), [1] * len(steps or [])
-    positions = [steps.lc.item(i) for i in range(len(steps))]
-    starts = [line + 1 for line, _ in positions]
+def _step_lines(
+    document: dict[str, Any], root: Node | tuple[int, int] | None, text: str
+) -> tuple[list[int], list[int]]:
+    steps = document.get("steps") or []
+    node = root.children.get("steps") if isinstance(root, Node) else None  # type: ignore[union-attr]
+    if not isinstance(node, Node) or not isinstance(node.children, list):
+        return [1] * len(steps), [1] * len(steps)
+    positions = [child.position if isinstance(child, Node) else child for child in node.children]
+    starts = [line for line, _ in positions]
     lines = text.splitlines()
     # A step ends before the next one starts; the last one where a line is indented less
     # than the step's content (the column after "- "), such as the next top-level key.
@@ -360,7 +407,7 @@ def _step_lines(document: Any, text: str) -> tuple[list[int], list[int]]:
         if index + 1 < len(starts):
             limit = max(start, starts[index + 1] - 1)
         else:
-            column = positions[index][1]
+            column = positions[index][1] - 1
             limit = start
             for number in range(start + 1, len(lines) + 1):
                 line = lines[number - 1]
@@ -387,214 +434,3 @@ def _name_position(text: str) -> tuple[int, int]:
         if line.startswith("name:") or line.lstrip("{ ").startswith('"name"'):
             return number, 1
     return 1, 1
-
-
-# -- errors -> issues --------------------------------------------------------------------------
-
-
-def _issue(path: Path, message: str) -> ScenarioIssue:
-    return ScenarioIssue(path, None, None, "", message, "file")
-
-
-def _dedupe(issues: list[ScenarioIssue]) -> list[ScenarioIssue]:
-    seen: set[tuple[Any, ...]] = set()
-    out = []
-    for issue in issues:
-        key = (issue.line, issue.column, issue.field, issue.message)
-        if key not in seen:
-            seen.add(key)
-            out.append(issue)
-    return out
-
-
-def _issue_from_error(path: Path, document: Any, error: Any) -> ScenarioIssue:
-    loc: tuple[str | int, ...] = tuple(error["loc"])
-    line, column, parts, schema_loc = _locate(document, loc, error["type"])
-    message = _message(error, schema_loc, parts)
-    return ScenarioIssue(path, line, column, _format_path(parts), message, error["type"])
-
-
-def _locate(
-    document: Any, loc: tuple[str | int, ...], kind: str
-) -> tuple[int, int, list[str | int], tuple[str | int, ...]]:
-    """Walk ``loc`` through the parsed file: (line, column, path shown, loc without tags)."""
-    node: Any = document
-    line, column = 1, 1
-    parts: list[str | int] = []
-    schema_loc: list[str | int] = []
-    for position, elem in enumerate(loc):
-        last = position == len(loc) - 1
-        if (
-            isinstance(elem, str)
-            and elem in _TAGS
-            and not (isinstance(node, dict) and elem in node)
-        ):
-            schema_loc.append(elem)
-            continue  # a union tag, not a key of the file
-        parts.append(elem)
-        schema_loc.append(elem)
-        if isinstance(node, dict) and elem in node:
-            child = node[elem]
-            if isinstance(node, CommentedMap):
-                key_pos = node.lc.key(elem)
-                value_pos = node.lc.value(elem)
-                point_at_key = kind == "extra_forbidden" or isinstance(child, dict | list)
-                pos = key_pos if point_at_key or value_pos is None else value_pos
-                if pos is not None:
-                    line, column = pos[0] + 1, pos[1] + 1
-            node = child
-        elif isinstance(node, list) and isinstance(elem, int) and 0 <= elem < len(node):
-            if isinstance(node, CommentedSeq):
-                pos = node.lc.item(elem)
-                if pos is not None:
-                    line, column = pos[0] + 1, pos[1] + 1
-            node = node[elem]
-        else:
-            # A key that is missing (the error is about it), or a value that is not the
-            # container pydantic expected: the position of the parent is the best we have.
-            if not last:
-                parts.extend(
-                    e for e in loc[position + 1 :] if not (isinstance(e, str) and e in _TAGS)
-                )
-            break
-    return line, column, parts, tuple(schema_loc)
-
-
-def _format_path(parts: Sequence[str | int]) -> str:
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
-_FRIENDLY: Final[dict[str, str]] = {
-    "int_type": "expected an integer",
-    "int_parsing": "expected an integer",
-    "int_from_float": "expected an integer",
-    "float_type": "expected a number",
-    "float_parsing": "expected a number",
-    "string_type": "expected a string",
-    "bool_type": "expected true or false",
-    "bool_parsing": "expected true or false",
-    "list_type": "expected a list",
-    "dict_type": "expected a mapping (key: value)",
-    "model_type": "expected a mapping (key: value)",
-    "model_attributes_type": "expected a mapping (key: value)",
-}
-
-
-def _message(error: Any, loc: tuple[str | int, ...], parts: Sequence[str | int]) -> str:
-    kind: str = error["type"]
-    ctx: dict[str, Any] = error.get("ctx") or {}
-    value = error.get("input")
-    if kind.startswith("qmpgmem_"):
-        return str(ctx.get("message", error["msg"]))
-    if kind == "extra_forbidden":
-        key = str(loc[-1])
-        return f"unknown key {key!r}" + _suggest(key, _keys_at(loc[:-1]), "valid keys")
-    if kind == "missing":
-        return f"missing required key {loc[-1]!r}" if loc else "missing required value"
-    if kind == "union_tag_invalid":
-        tag = str(ctx.get("tag"))
-        return f"unknown action {tag!r}" + _suggest(tag, list(STEP_ACTIONS), "valid actions")
-    if kind == "union_tag_not_found":
-        discriminator = str(ctx.get("discriminator", "action")).strip("'")
-        return f"missing key {discriminator!r}; valid actions: " + ", ".join(STEP_ACTIONS)
-    if kind == "literal_error":
-        return f"expected {ctx.get('expected')}, got {value!r}"
-    if kind == "too_short":
-        count = ctx.get("min_length", 1)
-        return f"expected at least {count} item{'s' if count != 1 else ''}, got {len(value or ())}"
-    if kind == "string_too_short":
-        return "expected a non-empty string"
-    comparisons = {
-        "greater_than_equal": ("ge", ">="),
-        "greater_than": ("gt", ">"),
-        "less_than_equal": ("le", "<="),
-        "less_than": ("lt", "<"),
-    }
-    if kind in comparisons:
-        key, op = comparisons[kind]
-        return f"expected a value {op} {ctx.get(key)}, got {value!r}"
-    if kind in _FRIENDLY:
-        return f"{_FRIENDLY[kind]}, got {_describe(value)}"
-    return f"{error['msg']} (got {value!r})"
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
-
-
-def _suggest(word: str, choices: Sequence[str] | None, label: str) -> str:
-    if not choices:
-        return ""
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    return f"; {label}: " + ", ".join(choices)
-
-
-# -- which keys does the model allow at a loc? -------------------------------------------------
-
-
-def _keys_at(loc: tuple[str | int, ...]) -> list[str] | None:
-    """The keys the model accepts at ``loc`` (loc as pydantic gives it, tags included)."""
-    candidates: list[Any] = [Scenario]
-    for elem in loc:
-        nxt: list[Any] = []
-        for tp in _flatten(candidates):
-            nxt.extend(_step_into(tp, elem))
-        if not nxt:
-            return None
-        candidates = nxt
-    models = list(dict.fromkeys(tp for tp in _flatten(candidates) if _is_model(tp)))
-    if len(models) != 1:
-        return None
-    return [info.alias or name for name, info in models[0].model_fields.items()]
-
-
-def _flatten(types_: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for tp in types_:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            out.extend(_flatten([typing.get_args(tp)[0]]))
-        elif origin is typing.Union or origin is types.UnionType:
-            out.extend(_flatten(list(typing.get_args(tp))))
-        else:
-            out.append(tp)
-    return out
-
-
-def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
-
-
-def _step_into(tp: Any, elem: str | int) -> list[Any]:
-    origin = typing.get_origin(tp)
-    if isinstance(elem, int):
-        return [typing.get_args(tp)[0]] if origin is list else []
-    if elem in STEP_ACTIONS:
-        return [STEP_ACTIONS[elem]]
-    if elem == "pattern-seed":
-        return [PatternExpect]
-    if origin is dict:
-        return [typing.get_args(tp)[1]]
-    if _is_model(tp):
-        for name, info in tp.model_fields.items():
-            if elem in (name, info.alias):
-                return [info.annotation]
-    return []

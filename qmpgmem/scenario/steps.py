@@ -196,11 +196,15 @@ class QmpExpect(StrictModel):
 # -- steps -------------------------------------------------------------------------------------
 
 
+#: A step's own bound: more than 0 (0 would mean "no time at all", not "the default").
+StepTimeout = Annotated[Duration, Field(gt=0)]
+
+
 class _StepBase(StrictModel):
     #: Shown in reports instead of the action.
     name: str | None = None
     #: Overrides timeouts.step for this step.
-    timeout: Duration | None = None
+    timeout: StepTimeout | None = None
 
 
 class _RangeStep(_StepBase):
@@ -311,7 +315,7 @@ class WaitEvent(_StepBase):
     action: Literal["wait_event"]
     event: str = Field(min_length=1)
     data: dict[str, Any] = Field(default_factory=dict)
-    timeout: Duration = 5.0
+    timeout: StepTimeout = 5.0
 
 
 class Sleep(_StepBase):

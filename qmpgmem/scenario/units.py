@@ -7,6 +7,7 @@ Sizes use binary multiples, as QEMU's ``-m 64M`` does: K, KB and KiB all mean 10
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from decimal import Decimal, InvalidOperation
@@ -43,6 +44,10 @@ DURATION_UNITS: Final[dict[str, float]] = {
     "h": 3600.0,
 }
 
+#: Longest number a size or a duration may spell (2^64 has 20 digits); longer ones are refused
+#: before conversion, which takes time quadratic in the digits.
+_MAX_DIGITS: Final = 40
+
 _HEX = re.compile(r"0[xX][0-9a-fA-F]+(?:_?[0-9a-fA-F]+)*")
 _NUMBER_UNIT = re.compile(r"(?P<num>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z]*)")
 
@@ -67,12 +72,20 @@ def parse_size(value: str | int) -> int:
         return value
     if not isinstance(value, str):
         raise ValueError(f"expected a size like 4K, 2M or an integer, got {value!r}")
+    return _parse_size_text(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_size_text(value: str) -> int:
+    """parse_size of a string; cached, since a file spells the same few sizes many times."""
     text = value.strip()
     if _HEX.fullmatch(text):
+        _check_digits(text[2:], "size")
         return int(text, 16)
     match = _NUMBER_UNIT.fullmatch(text)
     if match is None or match["unit"].lower() not in SIZE_UNITS:
-        raise ValueError(f"expected a size like 4K, 2M or an integer, got {value!r}")
+        raise ValueError(f"expected a size like 4K, 2M or an integer, got {_quote(value)}")
+    _check_digits(match["num"], "size")
     try:
         amount = Decimal(match["num"]) * SIZE_UNITS[match["unit"].lower()]
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
@@ -80,6 +93,16 @@ def parse_size(value: str | int) -> int:
     if amount != amount.to_integral_value():
         raise ValueError(f"{value!r} is not a whole number of bytes")
     return int(amount)
+
+
+def _check_digits(number: str, what: str) -> None:
+    if len(number) > _MAX_DIGITS:
+        raise ValueError(f"a {what} of {len(number)} digits is too large")
+
+
+def _quote(value: str) -> str:
+    """``value`` for a message, cut short when it is long."""
+    return repr(value) if len(value) <= 60 else repr(value[:50]) + f" ({len(value)} characters)"
 
 
 def format_size(size: int) -> str:
@@ -102,13 +125,18 @@ def parse_duration(value: str | float) -> float:
             f"expected a duration like 500ms, 2s, 1m or a number of seconds, got {value!r}"
         )
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ValueError("a duration of more than 1000 bits is too large") from None
     elif isinstance(value, str):
         match = _NUMBER_UNIT.fullmatch(value.strip())
         if match is None or match["unit"].lower() not in DURATION_UNITS:
             raise ValueError(
-                f"expected a duration like 500ms, 2s, 1m or a number of seconds, got {value!r}"
+                "expected a duration like 500ms, 2s, 1m or a number of seconds, "
+                f"got {_quote(value)}"
             )
+        _check_digits(match["num"], "duration")
         seconds = float(match["num"]) * DURATION_UNITS[match["unit"].lower()]
     else:
         raise ValueError(
