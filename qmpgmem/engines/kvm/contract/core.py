@@ -1,0 +1,196 @@
+"""The framework of the kernel-contract checks: outcomes, the check registry, the
+environment a check runs in, and the expectation helpers.
+
+Why checks and not scenarios: most of the contract is about the ioctls themselves (which flags
+KVM_CREATE_GUEST_MEMFD takes, what a second binding of a range gets, what fallocate accepts),
+not about what a guest sees, so each check drives the kernel directly with
+:mod:`qmpgmem.engines.kvm.objects`.
+
+A result is one of:
+
+* ``passed``   — the kernel does what upstream promises;
+* ``failed``   — it does not, and nothing explains why;
+* ``deviation`` — it does not, on a backend whose difference is measured and written down in
+  the check (``deviations``, keyed by backend, or by :func:`on_emulated_cpu` of it for what
+  only an emulated CPU such as the lab's QEMU TCG does); the expectation itself is never
+  weakened for a backend;
+* ``skipped``  — the host cannot run the check (the reason says what is missing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from qmpgmem.engines.kvm import abi
+from qmpgmem.engines.kvm.cpuid import vcpu_cpuid
+from qmpgmem.engines.kvm.objects import PAGE_SIZE, GuestMemfd, Kvm, Mapping, Vcpu, Vm
+
+MMAP: Final = abi.GUEST_MEMFD_FLAG_MMAP
+INIT_SHARED: Final = abi.GUEST_MEMFD_FLAG_INIT_SHARED
+GMEM: Final = abi.KVM_MEM_GUEST_MEMFD
+
+SELFTEST: Final = "tools/testing/selftests/kvm/guest_memfd_test.c"
+SLOTTEST: Final = "tools/testing/selftests/kvm/set_memory_region_test.c"
+API: Final = "Documentation/virt/kvm/api.rst"
+GMEM_C: Final = "virt/kvm/guest_memfd.c"
+KVM_MAIN: Final = "virt/kvm/kvm_main.c"
+
+
+class Outcome(enum.StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    DEVIATION = "deviation"
+    SKIPPED = "skipped"
+
+
+class Mismatch(Exception):
+    """The kernel did something other than the expectation; the message says what."""
+
+
+class Skip(Exception):
+    """The host cannot run this check; the message says why."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    outcome: Outcome
+    expectation: str
+    source: str
+    backend: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.outcome.value:9} {self.name}"
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+@dataclass
+class Env:
+    """What a check needs: the open /dev/kvm and the facts that pick its path."""
+
+    kvm: Kvm
+    backend: str
+    page: int = PAGE_SIZE
+    #: the CPU under KVM is emulated (QEMU TCG, as in the lab): picks the deviations keyed
+    #: :func:`on_emulated_cpu` over the backend's own
+    cpu_emulated: bool = False
+
+    def vcpu(self, vm: Vm) -> Vcpu:
+        """vCPU 0 with its CPUID set, as the kernel selftests create every vCPU
+        (vm_arch_vcpu_add → vcpu_init_cpuid): KVM_SET_SREGS checks EFER against it."""
+        vcpu = vm.create_vcpu(0)
+        vcpu.set_cpuid(vcpu_cpuid(self.kvm.supported_cpuid()))
+        return vcpu
+
+    @contextlib.contextmanager
+    def vm(self, vm_type: int = 0) -> Iterator[Vm]:
+        with self.kvm.create_vm(vm_type) as vm:
+            yield vm
+
+    def offered_flags(self, vm: Vm) -> int:
+        if vm.check_extension(abi.Cap.GUEST_MEMFD) <= 0:
+            raise Skip("KVM_CAP_GUEST_MEMFD is 0 on a default VM")
+        return vm.check_extension(abi.Cap.GUEST_MEMFD_FLAGS)
+
+    def flag_sets(self, vm: Vm) -> list[int]:
+        """The flag combinations the selftest walks: 0, MMAP, MMAP|INIT_SHARED (if offered)."""
+        offered = self.offered_flags(vm)
+        sets = [0]
+        if offered & MMAP:
+            sets.append(MMAP)
+            if offered & INIT_SHARED:
+                sets.append(MMAP | INIT_SHARED)
+        return sets
+
+
+def on_emulated_cpu(backend: str) -> str:
+    """The deviation key for ``backend`` on an emulated CPU (QEMU TCG's SVM or VMX, as in the
+    lab): a difference measured only there is the emulation's, not the backend's."""
+    return f"{backend} on an emulated CPU"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    expectation: str
+    source: str
+    body: Callable[[Env], None]
+    #: backend (or :func:`on_emulated_cpu` of it) → the measured reason a mismatch there is a
+    #: known deviation
+    deviations: dict[str, str] = field(default_factory=dict)
+
+    def deviation_key(self, env: Env) -> str | None:
+        """Which recorded deviation applies here: the emulated-CPU one on an emulated CPU,
+        else the backend's own; None when the check records none for this host."""
+        keys = [on_emulated_cpu(env.backend)] if env.cpu_emulated else []
+        keys.append(env.backend)
+        return next((k for k in keys if k in self.deviations), None)
+
+    def run(self, env: Env) -> CheckResult:
+        def result(outcome: Outcome, detail: str = "") -> CheckResult:
+            return CheckResult(
+                self.name, outcome, self.expectation, self.source, env.backend, detail
+            )
+
+        try:
+            self.body(env)
+        except Skip as exc:
+            return result(Outcome.SKIPPED, str(exc))
+        except (Mismatch, OSError) as exc:
+            observed = str(exc) if isinstance(exc, Mismatch) else f"unexpected error: {exc}"
+            key = self.deviation_key(env)
+            if key is not None:
+                reason = self.deviations[key]
+                return result(Outcome.DEVIATION, f"{key}: {reason}; observed: {observed}")
+            return result(Outcome.FAILED, observed)
+        key = self.deviation_key(env)
+        if key is not None:
+            return result(Outcome.PASSED, f"the known {key} deviation did not show")
+        return result(Outcome.PASSED)
+
+
+CHECKS: list[Check] = []
+
+
+def check(
+    name: str, expectation: str, source: str, deviations: dict[str, str] | None = None
+) -> Callable[[Callable[[Env], None]], Callable[[Env], None]]:
+    def register(body: Callable[[Env], None]) -> Callable[[Env], None]:
+        CHECKS.append(Check(name, expectation, source, body, dict(deviations or {})))
+        return body
+
+    return register
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def errno_name(err: int) -> str:
+    return errno.errorcode.get(err, str(err))
+
+
+def expect_errno(what: str, call: Callable[[], object], *allowed: int) -> None:
+    """``call`` must fail with one of ``allowed`` (any errno when none is given)."""
+    try:
+        value = call()
+    except OSError as exc:
+        if allowed and exc.errno not in allowed:
+            want = "/".join(errno_name(e) for e in allowed)
+            raise Mismatch(f"{what} failed with {errno_name(exc.errno or 0)}, not {want}") from None
+        return
+    if isinstance(value, GuestMemfd | Mapping):
+        value.close()
+    raise Mismatch(f"{what} succeeded")
+
+
+def expect_ok(what: str, call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except OSError as exc:
+        raise Mismatch(f"{what} failed: {errno_name(exc.errno or 0)}") from None
