@@ -1,7 +1,7 @@
 """``qmpgmem kernel-contract``: the kernel's guest_memfd contract, checked on this host.
 
 ``--json`` writes the ``kernel-contract`` kind of report/envelope.py: the host fingerprint,
-the counts, then each check."""
+the counts, then each check; ``--junit`` the same as JUnit XML (report/contract_junit.py)."""
 
 from __future__ import annotations
 
@@ -57,8 +57,16 @@ def contract_document(results: Sequence[CheckResult]) -> ContractDocument:
     help="Write the JSON report here ('-': stdout, the table then goes to stderr; "
     "schema: qmpgmem schema --report kernel-contract).",
 )
+@click.option(
+    "--junit",
+    "junit_path",
+    type=click.Path(path_type=Path),
+    help="Write JUnit XML here (one testcase per check; a deviation passes and says so).",
+)
 @click.option("--list", "list_only", is_flag=True, help="List the checks and exit.")
-def kernel_contract(names: tuple[str, ...], json_path: Path | None, list_only: bool) -> None:
+def kernel_contract(
+    names: tuple[str, ...], json_path: Path | None, junit_path: Path | None, list_only: bool
+) -> None:
     """Run the guest_memfd checks derived from Linux's guest_memfd_test.c and api.rst.
 
     Each check states the upstream expectation and runs it on /dev/kvm (a VM, a guest_memfd,
@@ -70,6 +78,7 @@ def kernel_contract(names: tuple[str, ...], json_path: Path | None, list_only: b
     Examples:
       qmpgmem kernel-contract
       qmpgmem kernel-contract create.flags bind.past_end --json contract.json
+      qmpgmem kernel-contract --junit build/contract.xml
       qmpgmem kernel-contract --json - | jq '.checks[] | select(.outcome != "passed")'
     """
     from qmpgmem.engines.kvm.contract import CHECKS, run_checks
@@ -103,4 +112,8 @@ def kernel_contract(names: tuple[str, ...], json_path: Path | None, list_only: b
         click.echo(document_json(doc), nl=False)
     elif json_path is not None:
         write_document(doc, json_path)
+    if junit_path is not None:
+        from qmpgmem.report.contract_junit import write_contract_junit
+
+        write_contract_junit(doc, junit_path, {r.name: r.duration_s for r in results})
     raise click.exceptions.Exit(EXIT_FAILED if doc.counts.failed else EXIT_OK)

@@ -335,17 +335,56 @@ def _job(command: str) -> str:
     )
 
 
+#: ``kernel-contract`` options whose values are host paths the job writes: rewritten to the share.
+_CONTRACT_OUTPUTS = {"--json": "run.json", "--junit": "junit.xml"}
+
+
+def contract_job_args(
+    names: tuple[str, ...], outputs: dict[str, Path | None], share_out: str
+) -> tuple[list[str], dict[str, Path]]:
+    """The inner ``kernel-contract`` arguments (each output pointed at the share) and where
+    each output goes on the host."""
+    args = list(names)
+    wanted: dict[str, Path] = {}
+    for option, host_path in outputs.items():
+        if host_path is None:
+            continue
+        if str(host_path) == "-":
+            raise click.UsageError(
+                f"{option} -: a lab run's reports come back through L1's share; name a file"
+            )
+        args += [option, f"{share_out}/{_CONTRACT_OUTPUTS[option]}"]
+        wanted[option] = host_path
+    return args, wanted
+
+
 @lab.command("kernel-contract", short_help="Run the kernel-contract checks inside L1.")
 @_lab_options
+@click.argument("names", nargs=-1)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report here.")
-def lab_contract(json_path: Path | None, **opts: Any) -> None:
-    """Run `qmpgmem kernel-contract` inside L1 (kvm_amd with sw-protected VMs)."""
-    inner = f"{_inner_qmpgmem()} kernel-contract"
-    wanted: dict[str, Path] = {}
-    if json_path is not None:
-        inner += ' --json "$QMPGMEM_LAB_OUT/run.json"'
-        wanted["--json"] = json_path
-    outcome, _ = _boot(_job(inner), opts, lambda out: _copy_back(out, wanted))
+@click.option(
+    "--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML here."
+)
+def lab_contract(
+    names: tuple[str, ...], json_path: Path | None, junit_path: Path | None, **opts: Any
+) -> None:
+    """Run `qmpgmem kernel-contract [NAMES...]` inside L1 (kvm_amd with sw-protected VMs);
+    --json and --junit are written inside L1 to the share and copied to the paths given."""
+    from qmpgmem.lab.machine import SHARE_IN_L1
+
+    args, wanted = contract_job_args(
+        names, {"--json": json_path, "--junit": junit_path}, f"{SHARE_IN_L1}/out"
+    )
+    inner = f"{_inner_qmpgmem()} kernel-contract {shlex.join(args)}".rstrip()
+
+    def copy_back(out: Path) -> None:
+        for option, host_path in wanted.items():
+            produced = out / _CONTRACT_OUTPUTS[option]
+            if produced.exists():
+                host_path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(produced, host_path)
+
+    outcome, _ = _boot(_job(inner), opts, copy_back)
     raise click.exceptions.Exit(outcome.rc)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
@@ -64,6 +65,8 @@ class CheckResult:
     source: str
     backend: str
     detail: str = ""
+    #: wall time of the check's body
+    duration_s: float = 0.0
 
     def __str__(self) -> str:
         text = f"{self.outcome.value:9} {self.name}"
@@ -133,9 +136,17 @@ class Check:
         return next((k for k in keys if k in self.deviations), None)
 
     def run(self, env: Env) -> CheckResult:
+        t0 = time.monotonic()
+
         def result(outcome: Outcome, detail: str = "") -> CheckResult:
             return CheckResult(
-                self.name, outcome, self.expectation, self.source, env.backend, detail
+                self.name,
+                outcome,
+                self.expectation,
+                self.source,
+                env.backend,
+                detail,
+                time.monotonic() - t0,
             )
 
         try:
