@@ -190,8 +190,12 @@ def _read_text(path: Path, limit: int) -> str:
         _check_regular(path, info, limit)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         with open(fd, "rb") as stream:
-            _check_regular(path, os.fstat(stream.fileno()), limit)  # replaced since the stat
-            data = stream.read(limit + 1)
+            info = os.fstat(stream.fileno())
+            _check_regular(path, info, limit)  # replaced since the stat?
+            # read(n) allocates n bytes at once: ask for what the file holds, then the rest
+            data = stream.read(info.st_size + 1)
+            if len(data) > info.st_size:  # it grew since
+                data += stream.read(limit + 1 - len(data))
     except FileNotFoundError:
         raise InvalidScenarioError(path, [file_issue(path, "no such file")]) from None
     except OSError as exc:
@@ -317,10 +321,14 @@ def _load_text(
         raise InvalidScenarioError(
             path,
             [
-                file_issue(
+                ScenarioIssue(
                     path,
+                    1,
+                    1,
+                    "",
                     "the file is empty; a scenario is a mapping with name, description, "
                     "vm and steps",
+                    "empty",
                 )
             ],
         )

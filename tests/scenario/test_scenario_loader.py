@@ -250,8 +250,8 @@ def test_duplicate_yaml_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text", ["", "\n# only a comment\n"])
 def test_empty_file(tmp_path: Path, text: str) -> None:
     (issue,) = issues_of(write(tmp_path, text))
-    assert "empty" in issue.message and issue.line is None
-    assert str(issue).startswith(f"{tmp_path / 's.yaml'}: ")
+    assert "empty" in issue.message and (issue.line, issue.column) == (1, 1)
+    assert str(issue).startswith(f"{tmp_path / 's.yaml'}:1:1: the file is empty")
 
 
 @pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
