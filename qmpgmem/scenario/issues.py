@@ -11,6 +11,7 @@ by matching pydantic's English text.
 from __future__ import annotations
 
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Sequence
@@ -196,12 +197,13 @@ def _message(error: Any, loc: tuple[str | int, ...], parts: Sequence[str | int])
         return str(ctx.get("message", error["msg"]))
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        return f"unknown key {key!r}" + _suggest(key, _keys_at(loc[:-1]), "valid keys")
+        keys = _keys_at(tuple(0 if isinstance(e, int) else e for e in loc[:-1]))
+        return f"unknown key {key!r}" + _suggest(key, keys, "valid keys")
     if kind == "missing":
         return f"missing required key {loc[-1]!r}" if loc else "missing required value"
     if kind == "union_tag_invalid":
         tag = str(ctx.get("tag"))
-        return f"unknown action {tag!r}" + _suggest(tag, list(STEP_ACTIONS), "valid actions")
+        return f"unknown action {tag!r}" + _suggest(tag, tuple(STEP_ACTIONS), "valid actions")
     if kind == "union_tag_not_found":
         discriminator = str(ctx.get("discriminator", "action")).strip("'")
         return f"missing key {discriminator!r}; valid actions: " + ", ".join(STEP_ACTIONS)
@@ -246,7 +248,9 @@ def kind_of(value: Any) -> str:
     return f"{type(value).__name__} {_describe(value)}"
 
 
-def _suggest(word: str, choices: Sequence[str] | None, label: str) -> str:
+# Cached, as are the keys at a loc: a file may repeat one mistake in each of 60,000 steps.
+@functools.lru_cache(maxsize=256)
+def _suggest(word: str, choices: tuple[str, ...] | None, label: str) -> str:
     if not choices:
         return ""
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
@@ -258,8 +262,10 @@ def _suggest(word: str, choices: Sequence[str] | None, label: str) -> str:
 # -- which keys does the model allow at a loc? -------------------------------------------------
 
 
-def _keys_at(loc: tuple[str | int, ...]) -> list[str] | None:
-    """The keys the model accepts at ``loc`` (loc as pydantic gives it, tags included)."""
+@functools.lru_cache(maxsize=256)
+def _keys_at(loc: tuple[str | int, ...]) -> tuple[str, ...] | None:
+    """The keys the model accepts at ``loc`` (loc as pydantic gives it, tags included; list
+    indices do not matter)."""
     candidates: list[Any] = [Scenario]
     for elem in loc:
         nxt: list[Any] = []
@@ -271,7 +277,7 @@ def _keys_at(loc: tuple[str | int, ...]) -> list[str] | None:
     models = list(dict.fromkeys(tp for tp in _flatten(candidates) if _is_model(tp)))
     if len(models) != 1:
         return None
-    return [info.alias or name for name, info in models[0].model_fields.items()]
+    return tuple(info.alias or name for name, info in models[0].model_fields.items())
 
 
 def _flatten(types_: list[Any]) -> list[Any]:
