@@ -157,7 +157,7 @@ def parse_yaml(text: str) -> Parsed:
 
 
 #: Largest text ruamel's pure-Python parser reads again after libyaml refused it.
-PURE_PARSER_LIMIT: Final = 1 << 20
+PURE_PARSER_LIMIT: Final = 128 << 10
 
 
 def _compose(text: str, pure: bool) -> Parsed:
