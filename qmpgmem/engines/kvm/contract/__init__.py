@@ -12,7 +12,8 @@ like the selftest section it mirrors:
 * :mod:`.fallocate`  — allocation and PUNCH_HOLE
 * :mod:`.binding`    — memslots bound to a guest_memfd, the file's lifetime
 * :mod:`.guest`      — what a vCPU sees (guest_memfd slots, read-only slots)
-* :mod:`.attributes` — memory attributes
+* :mod:`.attributes` — memory attributes, MEMORY_FAULT exits, the hypercall exit
+* :mod:`.numa`       — NUMA policy and huge pages on a mapping
 
 :mod:`.core` holds outcomes, the registry and the helpers, :mod:`.runner` runs them.
 docs/kernel-contract.md lists the checks; ``python -m qmpgmem.engines.kvm.contract`` runs them.
@@ -23,7 +24,7 @@ from __future__ import annotations
 # the area modules register their checks in this order (the order of CHECKS and of a report)
 # isort: off
 from qmpgmem.engines.kvm.contract import create, fileops, mmap, fallocate  # noqa: F401
-from qmpgmem.engines.kvm.contract import binding, guest, attributes  # noqa: F401
+from qmpgmem.engines.kvm.contract import binding, guest, attributes, numa  # noqa: F401
 
 # isort: on
 from qmpgmem.engines.kvm.contract.core import (

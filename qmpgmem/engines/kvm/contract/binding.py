@@ -9,7 +9,6 @@ kvm_set_memory_region and guest_memfd.c: kvm_gmem_bind decide it.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 from functools import partial
@@ -21,7 +20,9 @@ from qmpgmem.engines.kvm.contract.core import (
     GMEM,
     GMEM_C,
     INIT_SHARED,
+    KVM_MAIN,
     MMAP,
+    SELFTEST,
     SLOTTEST,
     Env,
     Mismatch,
@@ -29,7 +30,7 @@ from qmpgmem.engines.kvm.contract.core import (
     expect_errno,
     expect_ok,
 )
-from qmpgmem.engines.kvm.objects import Vm
+from qmpgmem.engines.kvm.objects import Mapping, Vm
 
 #: Measured on kvm_pvm (bind.same_range_twice): the pre-7.2 errno.
 PVM_BIND_TWICE: Final = (
@@ -45,10 +46,6 @@ REGION_GPA: Final = 0xC0000000  # set_memory_region_test.c: MEM_REGION_GPA
 SLOT: Final = 10
 
 
-def _gmem_vm(env: Env) -> contextlib.AbstractContextManager[Vm]:
-    return env.vm()
-
-
 def _bind(
     vm: Vm, slot: int, gpa: int, size: int, fd: int, offset: int = 0, flags: int = GMEM
 ) -> None:
@@ -60,6 +57,7 @@ def _bind(
     "binding a memslot to an fd that is not a guest_memfd (the /dev/kvm fd, the VM fd, a "
     "memfd) fails with EINVAL",
     f"{SLOTTEST}: test_add_private_memory_region",
+    per_vm_type=True,
 )
 def _bind_wrong_fd(env: Env) -> None:
     with env.vm() as vm:
@@ -82,6 +80,7 @@ def _bind_wrong_fd(env: Env) -> None:
     "bind.other_vm",
     "a guest_memfd of one VM cannot back a memslot of another (EINVAL); its own VM can bind it",
     f"{SLOTTEST}: test_add_private_memory_region",
+    per_vm_type=True,
 )
 def _bind_other_vm(env: Env) -> None:
     with env.vm() as vm, env.vm() as vm2:
@@ -99,6 +98,7 @@ def _bind_other_vm(env: Env) -> None:
     "bind.offset_alignment",
     "a guest_memfd_offset that is not page aligned fails with EINVAL",
     f"{SLOTTEST}: test_add_private_memory_region",
+    per_vm_type=True,
 )
 def _bind_unaligned(env: Env) -> None:
     with env.vm() as vm:
@@ -115,9 +115,12 @@ def _bind_unaligned(env: Env) -> None:
 
 @check(
     "bind.past_end",
-    "a binding that reaches past the end of the file (offset at or after the end, or offset + "
-    "size beyond it) fails with EINVAL",
-    f"{GMEM_C}: kvm_gmem_bind; {API}: KVM_SET_USER_MEMORY_REGION2 (bounds checks)",
+    "a binding that reaches past the end of the file (offset at or after the end, offset + "
+    "size beyond it, an offset + size that wraps around 2^64) fails with EINVAL",
+    f"{GMEM_C}: kvm_gmem_bind; {KVM_MAIN}: "
+    f"kvm_set_memory_region (guest_memfd_offset wrap check); {API}: "
+    "KVM_SET_USER_MEMORY_REGION2 (bounds checks)",
+    per_vm_type=True,
 )
 def _bind_past_end(env: Env) -> None:
     p = env.page
@@ -144,6 +147,11 @@ def _bind_past_end(env: Env) -> None:
                 lambda: _bind(vm, SLOT, REGION_GPA, 2 * p, g.fd, 3 * p),
                 errno.EINVAL,
             )
+            expect_errno(
+                "offset + size wrapping around 2^64",
+                lambda: _bind(vm, SLOT, REGION_GPA, 2 * p, g.fd, (1 << 64) - p),
+                errno.EINVAL,
+            )
             expect_ok("the last page", lambda: _bind(vm, SLOT, REGION_GPA, p, g.fd, 3 * p))
 
 
@@ -152,6 +160,7 @@ def _bind_past_end(env: Env) -> None:
     "a guest_memfd memslot whose GPA range overlaps another memslot fails with EEXIST (front "
     "or back half); a deleted slot's range can be bound again",
     f"{SLOTTEST}: test_add_overlapping_private_memory_regions",
+    per_vm_type=True,
 )
 def _bind_gpa_overlap(env: Env) -> None:
     size = env.page  # MEM_REGION_SIZE
@@ -190,6 +199,7 @@ def _bind_gpa_overlap(env: Env) -> None:
     f"the common -EINVAL exit); {SLOTTEST}: test_add_overlapping_private_memory_regions (since "
     "7.2 also overlap in the file offsets only, not in the GPA space, must fail with EEXIST)",
     deviations={"kvm_pvm": PVM_BIND_TWICE},
+    per_vm_type=True,
 )
 def _bind_twice(env: Env) -> None:
     size = env.page
@@ -224,6 +234,7 @@ def _bind_twice(env: Env) -> None:
     "KVM_MEM_GUEST_MEMFD cannot be combined with KVM_MEM_READONLY or KVM_MEM_LOG_DIRTY_PAGES "
     "(EINVAL)",
     "virt/kvm/kvm_main.c: check_memory_region_flags",
+    per_vm_type=True,
 )
 def _bind_flags(env: Env) -> None:
     with env.vm() as vm:
@@ -249,6 +260,7 @@ def _bind_flags(env: Env) -> None:
     "punches holes and (with MMAP|INIT_SHARED) maps read/write",
     f"{API}: KVM_CREATE_GUEST_MEMFD (the file is bound to its VM); {GMEM_C}: kvm_gmem_create "
     "takes a VM reference",
+    per_vm_type=True,
 )
 def _vm_closed_first(env: Env) -> None:
     with env.vm() as vm:
@@ -263,3 +275,121 @@ def _vm_closed_first(env: Env) -> None:
                 m.write(0, b"\x5a" * env.page)
                 if m.read(0, env.page) != b"\x5a" * env.page:
                     raise Mismatch("the mapping did not keep what was written")
+
+
+#: Measured on kvm_pvm (bind.offset_overflow).
+PVM_OFFSET_OVERFLOW: Final = (
+    "measured here (Linux 6.18, kvm_pvm): the binding with guest_memfd_offset "
+    "ALIGN_DOWN(INT64_MAX, page) and a 4-page size succeeds. In the 7.2 source kvm_gmem_bind "
+    "takes the offset as uoff_t, so offset + size stays above i_size and is refused; with a "
+    "signed loff_t offset the sum wraps negative and passes the bounds check. A kernel-version "
+    "difference (the selftest case arrived with the fix), recorded under kvm_pvm because "
+    "deviations are keyed by backend"
+)
+
+
+@check(
+    "bind.offset_overflow",
+    "a memslot whose guest_memfd_offset is ALIGN_DOWN(INT64_MAX, page), so that offset + size "
+    "overflows a signed 64-bit offset, fails with EINVAL",
+    f"{SELFTEST}: test_invalid_binding; {GMEM_C}: kvm_gmem_bind (uoff_t offset; offset + size "
+    "> i_size: -EINVAL)",
+    deviations={"kvm_pvm": PVM_OFFSET_OVERFLOW},
+    per_vm_type=True,
+)
+def _bind_offset_overflow(env: Env) -> None:
+    p = env.page
+    with env.vm() as vm:
+        env.offered_flags(vm)
+        with vm.create_guest_memfd(4 * p) as g:
+            expect_errno(
+                "offset ALIGN_DOWN(INT64_MAX, page), slot 0 at GPA 0, the file's size",
+                lambda: _bind(vm, 0, 0, 4 * p, g.fd, ((1 << 63) - 1) & ~(p - 1)),
+                errno.EINVAL,
+            )
+
+
+def _closed_fd() -> int:
+    fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    os.close(fd)
+    return fd
+
+
+@check(
+    "bind.bad_fd",
+    "a guest_memfd field that is no open file descriptor (a just-closed fd, 2^31 - 1, "
+    "2^32 - 1) fails with EBADF",
+    f"{GMEM_C}: kvm_gmem_bind (fget fails: -EBADF)",
+    per_vm_type=True,
+)
+def _bind_bad_fd(env: Env) -> None:
+    with env.vm() as vm:
+        env.offered_flags(vm)
+        for what, fd in (
+            ("a closed fd", _closed_fd()),
+            ("fd 2^31 - 1", (1 << 31) - 1),
+            ("fd 2^32 - 1", (1 << 32) - 1),
+        ):
+            expect_errno(what, partial(_bind, vm, SLOT, REGION_GPA, env.page, fd), errno.EBADF)
+
+
+@check(
+    "bind.memslot_flags",
+    "KVM_MEM_GUEST_MEMFD on the v1 ioctl KVM_SET_USER_MEMORY_REGION fails with EINVAL, and so "
+    "does every flag bit neither ioctl defines (bits 3-31, both ioctls)",
+    f"{SLOTTEST}: test_invalid_memory_region_flags; {KVM_MAIN}: kvm_vm_ioctl "
+    "(KVM_SET_USER_MEMORY_REGION_V1_FLAGS), check_memory_region_flags",
+    per_vm_type=True,
+)
+def _bind_memslot_flags(env: Env) -> None:
+    with env.vm() as vm, Mapping.anonymous(env.page) as mem:
+        expect_errno(
+            "v1 ioctl with KVM_MEM_GUEST_MEMFD",
+            partial(vm.set_user_memory_region, 0, 0, env.page, mem.addr, GMEM),
+            errno.EINVAL,
+        )
+        for bit in range(3, 32):
+            expect_errno(
+                f"v1 flag {1 << bit:#x}",
+                partial(vm.set_user_memory_region, 0, 0, env.page, mem.addr, 1 << bit),
+                errno.EINVAL,
+            )
+            expect_errno(
+                f"v2 flag {1 << bit:#x}",
+                partial(vm.set_user_memory_region2, 0, 0, env.page, mem.addr, 1 << bit),
+                errno.EINVAL,
+            )
+
+
+@check(
+    "bind.immutable",
+    "a guest_memfd memslot can only be deleted: issuing it again unchanged, moving it to "
+    "another GPA, dropping KVM_MEM_GUEST_MEMFD or adding KVM_MEM_LOG_DIRTY_PAGES fails with "
+    "EINVAL and leaves it bound; deleting it succeeds and the same range binds again",
+    f'{KVM_MAIN}: kvm_set_memory_region ("Private memslots are immutable, they can only be '
+    f'deleted": KVM_MEM_GUEST_MEMFD on an existing slot is -EINVAL); {GMEM_C}: kvm_gmem_bind',
+    per_vm_type=True,
+)
+def _bind_immutable(env: Env) -> None:
+    size = 2 * env.page
+    with env.vm() as vm, Mapping.anonymous(size) as mem, vm.create_guest_memfd(size) as g:
+        env.offered_flags(vm)
+
+        def slot(gpa: int, flags: int, addr: int = 0) -> None:
+            vm.set_user_memory_region2(SLOT, gpa, size, addr, flags, g.fd, 0)
+
+        expect_ok("the slot", partial(slot, REGION_GPA, GMEM))
+        for what, call in (
+            ("issued again unchanged", partial(slot, REGION_GPA, GMEM)),
+            ("moved to another GPA", partial(slot, REGION_GPA * 2, GMEM)),
+            ("without KVM_MEM_GUEST_MEMFD", partial(slot, REGION_GPA, 0, mem.addr)),
+            ("with LOG_DIRTY_PAGES", partial(slot, REGION_GPA, GMEM | abi.KVM_MEM_LOG_DIRTY_PAGES)),
+        ):
+            expect_errno(what, call, errno.EINVAL)
+        # still bound: the file range is taken (EEXIST since 7.2, see bind.same_range_twice)
+        expect_errno(
+            "the range in a second slot",
+            partial(_bind, vm, SLOT + 1, REGION_GPA * 2, size, g.fd),
+        )
+        expect_ok("deleting it", partial(_bind, vm, SLOT, REGION_GPA, 0, 0))
+        expect_ok("binding the range again", partial(slot, REGION_GPA * 2, GMEM))

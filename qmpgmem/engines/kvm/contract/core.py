@@ -83,6 +83,8 @@ class Env:
     #: the CPU under KVM is emulated (QEMU TCG, as in the lab): picks the deviations keyed
     #: :func:`on_emulated_cpu` over the backend's own
     cpu_emulated: bool = False
+    #: the VM type (KVM_CREATE_VM argument) a check run per VM type is for
+    vm_type: int = 0
 
     def vcpu(self, vm: Vm) -> Vcpu:
         """vCPU 0 with its CPUID set, as the kernel selftests create every vCPU
@@ -92,14 +94,21 @@ class Env:
         return vcpu
 
     @contextlib.contextmanager
-    def vm(self, vm_type: int = 0) -> Iterator[Vm]:
-        with self.kvm.create_vm(vm_type) as vm:
+    def vm(self, vm_type: int | None = None) -> Iterator[Vm]:
+        """A VM of ``vm_type`` (default: the type this run of the check is for)."""
+        with self.kvm.create_vm(self.vm_type if vm_type is None else vm_type) as vm:
             yield vm
 
     def offered_flags(self, vm: Vm) -> int:
         if vm.check_extension(abi.Cap.GUEST_MEMFD) <= 0:
-            raise Skip("KVM_CAP_GUEST_MEMFD is 0 on a default VM")
+            raise Skip(f"KVM_CAP_GUEST_MEMFD is 0 on a {vm_type_name(vm.vm_type)} VM")
         return vm.check_extension(abi.Cap.GUEST_MEMFD_FLAGS)
+
+    def shared_flags(self, vm: Vm) -> int:
+        """MMAP|INIT_SHARED, or a skip when this VM type does not offer both."""
+        if self.offered_flags(vm) & (MMAP | INIT_SHARED) != MMAP | INIT_SHARED:
+            raise Skip(f"MMAP|INIT_SHARED is not offered on a {vm_type_name(vm.vm_type)} VM")
+        return MMAP | INIT_SHARED
 
     def flag_sets(self, vm: Vm) -> list[int]:
         """The flag combinations the selftest walks: 0, MMAP, MMAP|INIT_SHARED (if offered)."""
@@ -110,6 +119,14 @@ class Env:
             if offered & INIT_SHARED:
                 sets.append(MMAP | INIT_SHARED)
         return sets
+
+
+def vm_type_name(vm_type: int) -> str:
+    """``default``, ``sw_protected``, ...; the number for a type this tool has no name for."""
+    try:
+        return abi.VmType(vm_type).name.lower()
+    except ValueError:
+        return f"type {vm_type}"
 
 
 def on_emulated_cpu(backend: str) -> str:
@@ -127,6 +144,14 @@ class Check:
     #: backend (or :func:`on_emulated_cpu` of it) → the measured reason a mismatch there is a
     #: known deviation
     deviations: dict[str, str] = field(default_factory=dict)
+    #: run once per VM type KVM_CAP_VM_TYPES offers, as guest_memfd_test.c's main() loops
+    #: (else once, on a default VM or the type the check picks itself)
+    per_vm_type: bool = False
+
+    def result_name(self, vm_type: int) -> str:
+        """The result's name: the check's own on a default VM, ``name[sw_protected]`` etc.
+        for the other types of a per-VM-type check."""
+        return self.name if vm_type == 0 else f"{self.name}[{vm_type_name(vm_type)}]"
 
     def deviation_key(self, env: Env) -> str | None:
         """Which recorded deviation applies here: the emulated-CPU one on an emulated CPU,
@@ -140,7 +165,7 @@ class Check:
 
         def result(outcome: Outcome, detail: str = "") -> CheckResult:
             return CheckResult(
-                self.name,
+                self.result_name(env.vm_type),
                 outcome,
                 self.expectation,
                 self.source,
@@ -170,10 +195,15 @@ CHECKS: list[Check] = []
 
 
 def check(
-    name: str, expectation: str, source: str, deviations: dict[str, str] | None = None
+    name: str,
+    expectation: str,
+    source: str,
+    deviations: dict[str, str] | None = None,
+    *,
+    per_vm_type: bool = False,
 ) -> Callable[[Callable[[Env], None]], Callable[[Env], None]]:
     def register(body: Callable[[Env], None]) -> Callable[[Env], None]:
-        CHECKS.append(Check(name, expectation, source, body, dict(deviations or {})))
+        CHECKS.append(Check(name, expectation, source, body, dict(deviations or {}), per_vm_type))
         return body
 
     return register

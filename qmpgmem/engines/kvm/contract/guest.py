@@ -94,12 +94,19 @@ CODE_REAL: Final = bytes.fromhex(
 )
 
 
-class _Guest:
-    """One vCPU whose data page is a guest_memfd slot; ``native`` picks 64-bit CPL3 code
-    (executed by the CPU) over real-mode code (emulated on kvm_pvm)."""
+class Guest:
+    """One vCPU whose data page is a guest_memfd slot (or, with ``gmem`` None, plain memory
+    at ``userspace_addr`` of ``size`` bytes); ``native`` picks 64-bit CPL3 code (executed by
+    the CPU) over real-mode code (emulated on kvm_pvm)."""
 
     def __init__(
-        self, env: Env, vm: Vm, gmem: GuestMemfd, userspace_addr: int, native: bool = True
+        self,
+        env: Env,
+        vm: Vm,
+        gmem: GuestMemfd | None,
+        userspace_addr: int,
+        native: bool = True,
+        size: int = 0,
     ) -> None:
         self.data_gpa = 0x200000 if native else 0x10000
         self.ram = Mapping.anonymous(1 << 20 if native else 0x10000)
@@ -110,9 +117,12 @@ class _Guest:
             else:
                 self.ram.write(0, CODE_REAL)
             vm.set_user_memory_region2(0, 0, self.ram.size, self.ram.addr)
-            vm.set_user_memory_region2(
-                1, self.data_gpa, gmem.size, userspace_addr, GMEM, gmem.fd, 0
-            )
+            if gmem is None:
+                vm.set_user_memory_region2(1, self.data_gpa, size, userspace_addr)
+            else:
+                vm.set_user_memory_region2(
+                    1, self.data_gpa, gmem.size, userspace_addr, GMEM, gmem.fd, 0
+                )
             self.vcpu: Vcpu = env.vcpu(vm)
             if native:
                 longmode.enter_user_long_mode(self.vcpu, longmode.FREE_GPA, 0x80000)
@@ -149,14 +159,14 @@ class _Guest:
                 raise Mismatch(
                     f"the guest's access exited with KVM_EXIT_MMIO at GPA {run.mmio.phys_addr:#x}"
                 )
-            raise Mismatch(f"unexpected exit {_exit_name(reason)}")
+            raise Mismatch(f"unexpected exit {exit_name(reason)}")
         raise Mismatch("the guest did not reach its next port write")
 
     def close(self) -> None:
         self.ram.close()
 
 
-def _exit_name(reason: int) -> str:
+def exit_name(reason: int) -> str:
     try:
         return f"KVM_EXIT_{abi.Exit(reason).name}"
     except ValueError:
@@ -175,7 +185,7 @@ def _gmem_only(env: Env, native: bool) -> None:
         with _shared_gmem(env, vm, size) as g:
             with g.mmap() as m:
                 m.write(0, b"\xaa" * size)
-            guest = _Guest(env, vm, g, 0, native)
+            guest = Guest(env, vm, g, 0, native)
             try:
                 port, value = guest.next_out()
                 if (port, value) != (0x10, 0xAA):
@@ -228,7 +238,7 @@ def _guest_punch(env: Env) -> None:
             m.write(0, b"\xaa" * size)
             # userspace_addr = the file's own mapping: the same memory whichever of the two
             # the backend serves the slot from
-            guest = _Guest(env, vm, g, m.addr)
+            guest = Guest(env, vm, g, m.addr)
             try:
                 if guest.next_out() != (0x10, 0xAA):
                     raise Mismatch("the guest did not read the host's 0xaa")
@@ -256,7 +266,7 @@ def _guest_closed(env: Env) -> None:
         try:
             with g.mmap() as m:
                 m.write(0, b"\xaa" * size)
-            guest = _Guest(env, vm, g, 0)
+            guest = Guest(env, vm, g, 0)
         except BaseException:
             g.close()
             raise
@@ -344,7 +354,7 @@ def _readonly_store(env: Env) -> None:
             raise Mismatch("KVM_RUN did not return within 1 s")
         run = vcpu.kvm_run
         if reason != abi.Exit.MMIO or not run.mmio.is_write or run.mmio.phys_addr != 0x200000:
-            raise Mismatch(f"the store gave {_exit_name(reason)}, not an MMIO write at 0x200000")
+            raise Mismatch(f"the store gave {exit_name(reason)}, not an MMIO write at 0x200000")
         if ro.read(0, 1) != b"\x00":
             raise Mismatch("the read-only memory changed")
 
@@ -405,5 +415,5 @@ def _readonly_descriptor(env: Env) -> None:
                     f"exit, and the code descriptor in read-only memory is still {code:#018x} "
                     "(accessed bit clear)"
                 )
-            raise Mismatch(f"unexpected exit {_exit_name(reason)}")
+            raise Mismatch(f"unexpected exit {exit_name(reason)}")
         raise Mismatch("the guest did not reach protected mode")
