@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import pytest
 
-from qmpgmem.cli.main import cli
+from qmpgmem.cli.group import cli
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 _COMMAND = re.compile(r"(?<![\w-])qmpgmem ((?:run|probe|validate|kernel-contract|lab run)\b.*)")

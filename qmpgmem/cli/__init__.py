@@ -13,7 +13,7 @@ __all__ = ["cli", "main"]
 
 def __getattr__(name: str) -> Any:
     if name == "cli":
-        from qmpgmem.cli.main import cli
+        from qmpgmem.cli.group import cli
 
         return cli
     raise AttributeError(name)

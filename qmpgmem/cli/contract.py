@@ -13,7 +13,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from qmpgmem.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli
+from qmpgmem.cli.group import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli
 from qmpgmem.cli.output import print_table, table_console
 from qmpgmem.report.envelope import (
     ContractCheck,

@@ -95,11 +95,19 @@ class _quiet_pipe:
         return kind is BrokenPipeError or kind is ValueError
 
 
+#: Set by :func:`main` when it is the process's entry point (the console script,
+#: ``python -m``): only then may it leave without interpreter finalization.
+_OWNS_PROCESS = False
+
+
 def _exit(code: int) -> None:
     """Leave now, with ``code``: output flushed, logs closed, no interpreter finalization
     (during which Python puts the default handlers back, so a late SIGTERM would kill the
     process instead of being ignored). Every command has stopped its VMs by the time it
-    returns, so nothing is left for finalizers to do."""
+    returns, so nothing is left for finalizers to do. Called from Python with an explicit
+    argv (a test, a wrapper), it raises SystemExit instead, so its caller carries on."""
+    if not _OWNS_PROCESS:
+        raise SystemExit(code)
     for stream in (sys.stdout, sys.stderr):
         with _quiet_pipe():
             stream.flush()
@@ -110,7 +118,7 @@ def _exit(code: int) -> None:
 def _run_cli(argv: Sequence[str] | None) -> int:
     import click
 
-    from qmpgmem.cli.main import cli
+    from qmpgmem.cli.group import cli
 
     try:
         code = cli.main(
@@ -127,18 +135,27 @@ def _run_cli(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point (``qmpgmem = qmpgmem.cli:main``)."""
+    """Console-script entry point (``qmpgmem = qmpgmem.cli:main``); ``argv`` given: a call
+    from Python, which ends in SystemExit rather than leaving the process."""
+    global _OWNS_PROCESS
+    _OWNS_PROCESS = argv is None
+    previous = {sig: signal.getsignal(sig) for sig in INTERRUPTING}
     install_handlers()  # before the commands are imported: they take a while
     try:
-        code = _run_cli(argv)
-    except KeyboardInterrupt:
-        exit_interrupted()
-        return
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if exc.code is not None and not isinstance(exc.code, int):
-            with _quiet_pipe():
-                print(exc.code, file=sys.stderr)
-    except BrokenPipeError:
-        code = 141
-    _exit(code)
+        try:
+            code = _run_cli(argv)
+        except KeyboardInterrupt:
+            exit_interrupted()
+            return
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if exc.code is not None and not isinstance(exc.code, int):
+                with _quiet_pipe():
+                    print(exc.code, file=sys.stderr)
+        except BrokenPipeError:
+            code = 141
+        _exit(code)
+    finally:  # reached only by a call from Python: give its handlers back
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _received.clear()

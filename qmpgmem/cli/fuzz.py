@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from qmpgmem.cli.main import EXIT_FAILED, EXIT_OK, cli
+from qmpgmem.cli.group import EXIT_FAILED, EXIT_OK, cli
 from qmpgmem.cli.run import STYLE
 from qmpgmem.fuzz.campaign import DEFAULT_OUT, CaseResult, FuzzOptions, FuzzReport, run_fuzz
 from qmpgmem.fuzz.generate import DEFAULT_STEPS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from qmpgmem.cli.main import cli
+from qmpgmem.cli.group import cli
 
 
 @cli.group(short_help="Build or locate the built-in micro guest.")

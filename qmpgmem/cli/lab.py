@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from qmpgmem.cli.main import EXIT_FAILED, cli
+from qmpgmem.cli.group import EXIT_FAILED, cli
 
 if TYPE_CHECKING:
     from qmpgmem.lab.build import LabKernel

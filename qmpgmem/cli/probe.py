@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from qmpgmem.cli.main import cli
+from qmpgmem.cli.group import cli
 from qmpgmem.cli.output import print_table, table_console
 from qmpgmem.engines.qemu.flavours import FLAVOURS, FlavourPlan, plan_flavour_confirmed
 from qmpgmem.host import HostFacts, probe_host

@@ -20,7 +20,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from qmpgmem.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli
+from qmpgmem.cli.group import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli
 from qmpgmem.cli.run_output import (
     STYLE,
     accelerator_line,

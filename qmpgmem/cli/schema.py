@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from qmpgmem.cli.main import cli
+from qmpgmem.cli.group import cli
 from qmpgmem.report.envelope import KINDS, report_json_schema
 from qmpgmem.scenario.schema import scenario_json_schema
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qmpgmem.cli.main import EXIT_USAGE, cli
+from qmpgmem.cli.group import EXIT_USAGE, cli
 from qmpgmem.host.requirements import check_requirement_syntax
 from qmpgmem.library import default_paths
 from qmpgmem.model.check import disagreements

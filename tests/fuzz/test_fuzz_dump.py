@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from qmpgmem.cli.main import cli
+from qmpgmem.cli.group import cli
 from qmpgmem.fuzz.dump import scenario_yaml, write_scenario
 from qmpgmem.fuzz.generate import generate_scenario
 from qmpgmem.fuzz.target import fuzz_target

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from qmpgmem.cli.main import cli
+from qmpgmem.cli.group import cli
 from qmpgmem.engines.factory import build_engine
 from qmpgmem.fuzz.campaign import FuzzOptions, run_fuzz
 from qmpgmem.fuzz.execute import failure_of

@@ -8,7 +8,7 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from qmpgmem.cli.main import EXIT_USAGE, cli
+from qmpgmem.cli.group import EXIT_USAGE, cli
 from qmpgmem.host.kernel import probe_kvm
 
 

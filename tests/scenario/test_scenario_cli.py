@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from qmpgmem import __version__
 from qmpgmem.cli.entry import main
-from qmpgmem.cli.main import cli
+from qmpgmem.cli.group import cli
 from qmpgmem.errors import EngineError, ScenarioError, SetupError
 from qmpgmem.library import library_path
 from qmpgmem.scenario.schema import scenario_json_schema

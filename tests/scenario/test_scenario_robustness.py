@@ -18,7 +18,7 @@ import click.testing
 import pytest
 from click.testing import CliRunner
 
-from qmpgmem.cli.main import cli
+from qmpgmem.cli.group import cli
 from qmpgmem.scenario.loader import (
     InvalidScenarioError,
     ScenarioIssue,

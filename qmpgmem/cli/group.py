@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -18,7 +17,7 @@ import click
 from qmpgmem import __version__
 from qmpgmem.errors import QmpgmemError, ScenarioError, SetupError
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "cli", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "cli"]
 
 EXIT_OK = 0
 #: Something ran and did not pass (a failed scenario, an engine error).
@@ -81,13 +80,6 @@ def cli(verbose: int) -> None:
     KVM directly, runs the steps, and checks what guest and host see.
     """
     _setup_logging(verbose)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """The entry point (:func:`qmpgmem.cli.entry.main`: signals, exit codes)."""
-    from qmpgmem.cli.entry import main as entry_main
-
-    entry_main(argv)
 
 
 # Command modules register themselves on ``cli``; add a command by adding its import here.
