@@ -26,6 +26,25 @@ def unsafe_issues(loaded: list[LoadedScenario]) -> list[ScenarioIssue]:
     ]
 
 
+def paused_issues(loaded: list[LoadedScenario]) -> list[ScenarioIssue]:
+    """Guest steps while the VM is paused: a run refuses them before the VM starts
+    (memory model R24), so validation says so at the step's line."""
+    from qmpgmem.model import paused_guest_steps
+
+    return [
+        ScenarioIssue(
+            item.path,
+            item.step_lines[p.step_index] if p.step_index < len(item.step_lines) else None,
+            None,
+            f"steps[{p.step_index}]",
+            p.message,
+            type="paused_guest_step",
+        )
+        for item in loaded
+        for p in paused_guest_steps(item.scenario.steps)
+    ]
+
+
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
@@ -62,6 +81,9 @@ def validate(paths: tuple[Path, ...], allow_unsafe: bool) -> None:
     loaded, issues = load_paths(
         paths or default_paths(), requirement_check=check_requirement_syntax
     )
+    paused = paused_issues(loaded)
+    issues = issues + paused
+    loaded = [item for item in loaded if item.path not in {issue.file for issue in paused}]
     if not allow_unsafe:
         unsafe = unsafe_issues(loaded)
         issues = issues + unsafe

@@ -130,3 +130,22 @@ def test_validate_rejects_an_unknown_requirement_name(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert f"{bad}:3:" in result.output and "requires[1]" in result.output
     assert "unknown requirement 'guest_memfdd'" in result.output
+
+
+def test_validate_refuses_a_guest_step_while_paused(tmp_path: Path) -> None:
+    """A run refuses it before the VM starts (memory model R24); validate says so too."""
+    paused = tmp_path / "paused.yaml"
+    paused.write_text(
+        "name: paused\ndescription: a verify while paused\n"
+        "vm:\n  memory: [{id: m0, size: 4M}]\n"
+        "steps:\n  - action: vm.stop\n"
+        "  - action: guest.verify\n    range: {region: m0, size: 4K}\n    expect: zero\n"
+    )
+    result = run("validate", str(paused))
+    assert result.exit_code == 2
+    assert f"{paused}:7:1: steps[1]: guest.verify needs running vCPUs" in result.stdout
+    resumed = tmp_path / "resumed.yaml"
+    resumed.write_text(
+        paused.read_text().replace("  - action: guest", "  - action: vm.cont\n  - action: guest")
+    )
+    assert run("validate", str(resumed)).exit_code == 0
