@@ -103,7 +103,7 @@ def kernel_contract(
     table.add_column("detail", overflow="fold")
     for r in results:
         style = _STYLE.get(str(r.outcome), "")
-        table.add_row(r.name, f"[{style}]{r.outcome}[/]", escape(r.detail or r.expectation))
+        table.add_row(escape(r.name), f"[{style}]{r.outcome}[/]", escape(r.detail or r.expectation))
     console = table_console(stderr=to_stdout, highlight=False)
     print_table(console, table)
     doc = contract_document(results)
