@@ -31,10 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.cyaml import CParser  # type: ignore[attr-defined]
 from ruamel.yaml.events import StreamEndEvent
 
 from qmpgmem.scenario.loader import InvalidScenarioError, load_scenario
+
+try:  # libyaml, when ruamel.yaml.clibz is installed (not by default: docs/performance.md)
+    from ruamel.yaml.cyaml import CParser  # type: ignore[attr-defined]
+except ImportError:
+    CParser = None
+EVENTS = "libyaml" if CParser is not None else "ruamel's pure-Python"
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = (REPO / "scenarios" / "basic" / "smoke.yaml").read_text()
@@ -69,6 +74,10 @@ def median_seconds(run: Callable[[], object], repeat: int) -> float:
 
 
 def events_only(text: str) -> None:
+    if CParser is None:
+        for _ in YAML(typ="safe", pure=True).parse(text):
+            pass
+        return
     parser = CParser(text)
     while type(parser.get_event()) is not StreamEndEvent:
         pass
@@ -137,7 +146,7 @@ def main() -> int:
         print(
             f"| {row['figure']} | {row['seconds']:.2f} s | {row['per_step_us']:.0f} µs/step; "
             f"ruamel round-trip load alone {row['ruamel_rt_s']:.1f} s "
-            f"({row['ruamel_rt_s'] / row['seconds']:.1f}x); libyaml events alone "
+            f"({row['ruamel_rt_s'] / row['seconds']:.1f}x); {EVENTS} events alone "
             f"{row['events_s']:.2f} s ({row['seconds'] / row['events_s']:.1f}x of that) |"
         )
     per_step = [row["per_step_us"] for row in rows]
