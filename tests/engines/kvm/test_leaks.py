@@ -66,7 +66,11 @@ async def test_engine_cycles_leak_nothing(tmp_path: Path, minirom: bytes) -> Non
     before = counts()
     for i in range(100):
         await once(i)
-    assert counts() == before
+    fds, maps = counts()
+    assert fds == before[0]
+    # A mapping leaked per VM would add 100 lines; the allocator growing an arena once in a
+    # while adds one (measured: one extra line after 229 of 300 cycles, none per cycle).
+    assert maps - before[1] <= 2, (before, (fds, maps))
 
 
 def test_failed_build_leaks_nothing(kvm: Kvm, minirom: bytes) -> None:
