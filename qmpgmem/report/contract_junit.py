@@ -10,12 +10,11 @@ mismatch. Every testcase's ``<system-out>`` also carries the upstream expectatio
 
 from __future__ import annotations
 
-import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from qmpgmem.report.envelope import ContractDocument, write_text_atomic
-from qmpgmem.report.junit import _text as xml_text
+from qmpgmem.report.junit import testsuite, xml_text
 
 __all__ = ["contract_junit_xml", "write_contract_junit"]
 
@@ -26,20 +25,16 @@ def contract_junit_xml(doc: ContractDocument, durations: dict[str, float] | None
     """The document as JUnit XML; ``durations`` (check name → seconds) fill in ``time``."""
     times = durations or {}
     c = doc.counts
-    suite = ET.Element(
-        "testsuite",
-        name=SUITE,
-        tests=str(len(doc.checks)),
-        failures=str(c.failed),
-        errors="0",
-        skipped=str(c.skipped),
-        time=f"{sum(times.get(r.name, 0.0) for r in doc.checks):.3f}",
-        timestamp=doc.created.isoformat(),
-        hostname=socket.gethostname(),
+    suite, props = testsuite(
+        SUITE,
+        tests=len(doc.checks),
+        failures=c.failed,
+        errors=0,
+        skipped=c.skipped,
+        seconds=sum(times.get(r.name, 0.0) for r in doc.checks),
+        host=doc.host,
+        created=doc.created,
     )
-    props = ET.SubElement(suite, "properties")
-    for key, value in doc.host.properties().items():
-        ET.SubElement(props, "property", name=f"host.{key}", value=xml_text(value))
     for name, value in c.model_dump().items():
         ET.SubElement(props, "property", name=f"counts.{name}", value=str(value))
     for r in doc.checks:

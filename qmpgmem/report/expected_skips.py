@@ -33,6 +33,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from qmpgmem.errors import ScenarioError
+from qmpgmem.report.envelope import write_text_atomic
 from qmpgmem.report.result import ScenarioResult, Status
 
 __all__ = ["ExpectedSkip", "ExpectedSkips", "ExpectedSkipsError", "write_expected_skips"]
@@ -201,8 +202,5 @@ def write_expected_skips(
     buf = io.StringIO()
     yaml.dump(doc, buf)
     comment = "".join(f"# {line}\n" for line in header.splitlines())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(comment + buf.getvalue())
-    tmp.replace(path)
+    write_text_atomic(path, comment + buf.getvalue())
     return len(entries)

@@ -44,18 +44,17 @@ class ReportFiles:
         from qmpgmem.report.json import run_report_json, write_json
         from qmpgmem.report.junit import junit_xml, write_junit
 
-        if self.json_path == STDOUT:
-            if to_stdout:
-                sys.stdout.write(run_report_json(report))
-                sys.stdout.flush()
-        elif self.json_path is not None:
-            write_json(report, self.json_path)
-        if self.junit_path == STDOUT:
-            if to_stdout:
-                sys.stdout.write(junit_xml(report))
-                sys.stdout.flush()
-        elif self.junit_path is not None:
-            write_junit(report, self.junit_path)
+        destinations = (
+            (self.json_path, run_report_json, write_json),
+            (self.junit_path, junit_xml, write_junit),
+        )
+        for path, text, write in destinations:
+            if path == STDOUT:
+                if to_stdout:
+                    sys.stdout.write(text(report))
+                    sys.stdout.flush()
+            elif path is not None:
+                write(report, path)
 
 
 def write_reports(report: RunReport, json_path: Path | None, junit_path: Path | None) -> None:

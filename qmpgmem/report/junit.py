@@ -18,9 +18,10 @@ import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from qmpgmem.report.result import RunReport, ScenarioResult, Status
+from qmpgmem.report.envelope import write_text_atomic
+from qmpgmem.report.result import HostInfo, RunReport, ScenarioResult, Status
 
-__all__ = ["artifacts_text", "junit_xml", "relative", "write_junit"]
+__all__ = ["artifacts_text", "junit_xml", "relative", "testsuite", "write_junit", "xml_text"]
 
 #: lines of each log kept in <system-out> for a run that did not pass
 TAIL_LINES = 40
@@ -30,7 +31,7 @@ _TAILS = (("serial.log", "guest serial"), ("qmp.jsonl", "QMP"), ("qemu.log", "QE
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def _text(value: str) -> str:
+def xml_text(value: str) -> str:
     return _NOT_XML.sub("\ufffd", value)
 
 
@@ -69,7 +70,7 @@ def _system_out(r: ScenarioResult, base: Path | None) -> str:
     out += [f"warning: {w}" for w in r.warnings]
     if r.artifacts:
         out.append(artifacts_text(r, base))
-    return _text("\n".join(out))
+    return xml_text("\n".join(out))
 
 
 def artifacts_text(r: ScenarioResult, base: Path | None = None) -> str:
@@ -90,7 +91,7 @@ def artifacts_text(r: ScenarioResult, base: Path | None = None) -> str:
         out += [
             f"[[ATTACHMENT|{relative(str(p), base)}]]" for p in sorted(art.iterdir()) if p.is_file()
         ]
-    return _text("\n".join(out))
+    return xml_text("\n".join(out))
 
 
 def _testcase(parent: ET.Element, suite: str, r: ScenarioResult, base: Path | None) -> None:
@@ -99,10 +100,10 @@ def _testcase(parent: ET.Element, suite: str, r: ScenarioResult, base: Path | No
         parent,
         "testcase",
         classname=f"{suite}.{r.engine}.{group}",
-        name=_text(r.scenario),
+        name=xml_text(r.scenario),
         time=f"{r.duration_s:.3f}",
     )
-    reason = _text(r.reason)
+    reason = xml_text(r.reason)
     if r.status is Status.FAILED:
         ET.SubElement(case, "failure", type="failed", message=reason).text = reason
     elif r.status in (Status.ERROR, Status.TIMEOUT):
@@ -113,23 +114,50 @@ def _testcase(parent: ET.Element, suite: str, r: ScenarioResult, base: Path | No
     ET.SubElement(case, "system-out").text = _system_out(r, base)
 
 
-def junit_xml(report: RunReport, suite_name: str = "qmpgmem", base: Path | None = None) -> str:
-    s = report.summary
-    gate_failed = report.gate is not None and not report.gate.passed
+def testsuite(
+    name: str,
+    *,
+    tests: int,
+    failures: int,
+    errors: int,
+    skipped: int,
+    seconds: float,
+    host: HostInfo,
+    created: datetime.datetime | None = None,
+) -> tuple[ET.Element, ET.Element]:
+    """A ``<testsuite>`` as every qmpgmem JUnit file starts (run, kernel-contract): counts,
+    timestamp (``created``, default now) and hostname, the host fingerprint as ``host.*``
+    properties. Returns the suite and its ``<properties>``, for more properties."""
+    when = created or datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     suite = ET.Element(
         "testsuite",
-        name=suite_name,
-        tests=str(len(report.results) + (report.gate is not None)),
-        failures=str(s.failed + gate_failed),
-        errors=str(s.errors + s.timeouts),
-        skipped=str(s.skipped + s.would_skip),
-        time=f"{sum(r.duration_s for r in report.results):.3f}",
-        timestamp=datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
+        name=name,
+        tests=str(tests),
+        failures=str(failures),
+        errors=str(errors),
+        skipped=str(skipped),
+        time=f"{seconds:.3f}",
+        timestamp=when.isoformat(),
         hostname=socket.gethostname(),
     )
     props = ET.SubElement(suite, "properties")
-    for key, value in report.host.properties().items():
-        ET.SubElement(props, "property", name=f"host.{key}", value=_text(value))
+    for key, value in host.properties().items():
+        ET.SubElement(props, "property", name=f"host.{key}", value=xml_text(value))
+    return suite, props
+
+
+def junit_xml(report: RunReport, suite_name: str = "qmpgmem", base: Path | None = None) -> str:
+    s = report.summary
+    gate_failed = report.gate is not None and not report.gate.passed
+    suite, props = testsuite(
+        suite_name,
+        tests=len(report.results) + (report.gate is not None),
+        failures=s.failed + gate_failed,
+        errors=s.errors + s.timeouts,
+        skipped=s.skipped + s.would_skip,
+        seconds=sum(r.duration_s for r in report.results),
+        host=report.host,
+    )
     if report.interrupted:
         ET.SubElement(props, "property", name="interrupted", value=report.interrupted)
     for r in report.results:
@@ -141,10 +169,10 @@ def junit_xml(report: RunReport, suite_name: str = "qmpgmem", base: Path | None 
         )
         lines = [gate.verdict] + [f"{v.scenario} [{v.engine}]: {v.why}" for v in gate.violations]
         if not gate.passed:
-            ET.SubElement(case, "failure", type="strict", message=_text(gate.verdict)).text = _text(
-                "\n".join(lines)
-            )
-        ET.SubElement(case, "system-out").text = _text(
+            ET.SubElement(
+                case, "failure", type="strict", message=xml_text(gate.verdict)
+            ).text = xml_text("\n".join(lines))
+        ET.SubElement(case, "system-out").text = xml_text(
             "\n".join(lines + [f"expected skip unused: {u}" for u in gate.unused_expected_skips])
         )
     if report.interrupted:
@@ -156,8 +184,5 @@ def junit_xml(report: RunReport, suite_name: str = "qmpgmem", base: Path | None 
 
 
 def write_junit(report: RunReport, path: Path) -> None:
-    """Write atomically (a temp file, then rename), so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(junit_xml(report))
-    os.replace(tmp, path)
+    """Write atomically, so a reader (or a kill) never sees half a file."""
+    write_text_atomic(path, junit_xml(report))
