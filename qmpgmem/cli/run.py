@@ -56,8 +56,16 @@ class Progress:
     engines: str = ""
     results: list[ScenarioResult] = field(default_factory=list)
     current: tuple[LoadedScenario, RunOptions, float] | None = None
-    interrupted: str | None = None
+    #: why the run stopped early when no signal says it ("stdout closed")
+    stopped_by: str | None = None
     allow_unsafe: bool = False
+
+    @property
+    def interrupted(self) -> str:
+        """What interrupted the run: the first signal (entry.py records it), else why."""
+        from qmpgmem.cli.entry import first_signal
+
+        return self.stopped_by or first_signal() or "SIGINT"
 
     def report(self, complete: bool) -> RunReport:
         from qmpgmem.session import host_info
@@ -70,7 +78,7 @@ class Progress:
                     scenario=loaded.scenario.name,
                     file=str(loaded.path),
                     status=Status.ERROR,
-                    reason=f"interrupted ({self.interrupted or 'SIGINT'}) after "
+                    reason=f"interrupted ({self.interrupted}) after "
                     f"{time.monotonic() - t0:.1f} s; the VM was stopped",
                     duration_s=round(time.monotonic() - t0, 4),
                     engine=opts.engine,
@@ -82,7 +90,7 @@ class Progress:
             results=results,
             host=host_info(self.ctx, self.engines) if self.ctx else _no_host(self.engines),
             complete=complete,
-            interrupted=None if complete else (self.interrupted or "SIGINT"),
+            interrupted=None if complete else self.interrupted,
             allow_unsafe=self.allow_unsafe,
         )
 
@@ -157,7 +165,7 @@ async def _run(
         return await run_scenarios(scenarios, ctx, options, on_start, on_result, plan_only=plan)
 
 
-async def _cancellable(main: Coroutine[Any, Any, RunReport], progress: Progress) -> RunReport:
+async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
     """Run the main coroutine so that SIGINT, SIGTERM and SIGHUP cancel it, once: a second
     signal while VMs are being stopped is recorded and ignored, so teardown completes."""
     from qmpgmem.cli.entry import INTERRUPTING, first_signal, install_handlers, note_signal
@@ -167,11 +175,9 @@ async def _cancellable(main: Coroutine[Any, Any, RunReport], progress: Progress)
 
     def cancel(name: str) -> None:
         if note_signal(name):
-            progress.interrupted = name
             task.cancel()
 
     if first_signal() is not None:  # a signal came before the loop took over
-        progress.interrupted = first_signal()
         task.cancel()
     for sig in INTERRUPTING:
         loop.add_signal_handler(sig, cancel, sig.name)
@@ -374,15 +380,14 @@ def run(
     )
     main = _run(selected, options, qemu, console, progress, plan)
     try:
-        report = asyncio.run(_cancellable(main, progress))
+        report = asyncio.run(_cancellable(main))
     except (KeyboardInterrupt, asyncio.CancelledError):
-        from qmpgmem.cli.entry import exit_interrupted, first_signal
+        from qmpgmem.cli.entry import exit_interrupted
 
-        progress.interrupted = progress.interrupted or first_signal()
         files.finish(progress.report(complete=False))
         exit_interrupted(f"all VMs were stopped; {len(progress.results)} result(s) finished")
     except StdoutClosed:
-        progress.interrupted = "stdout closed"
+        progress.stopped_by = "stdout closed"
         files.finish(progress.report(complete=False))
         sys.exit(EXIT_STDOUT_CLOSED)
     report.allow_unsafe = allow_unsafe
