@@ -233,3 +233,21 @@ def test_env_vcpu_has_long_mode_in_its_cpuid() -> None:
         longmode.enter_user_long_mode(vcpu, longmode.FREE_GPA, 0x80000)
         sregs = vcpu.get_sregs()
         assert sregs.efer & longmode.EFER_LMA and sregs.cs.l == 1
+
+
+@needs_kvm
+@pytest.mark.parametrize("cpl", [0, 3])
+def test_upstream_gmem_guest_names_the_first_wrong_byte(cpl: int) -> None:
+    """The guest of guest.upstream_gmem_guest really checks the page: a host fill other
+    than 0xaa fails with the offset and the byte (at CPL0 on kvm_pvm the emulated access
+    exits to userspace first, which the check also reports as a mismatch)."""
+    from qmpgmem.engines.kvm.contract.guest import upstream_gmem_guest
+
+    with Kvm() as kvm:
+        env = Env(kvm, kvm_backend(), cpu_emulated=cpu_kind().emulated)
+        with pytest.raises(Mismatch) as err:
+            upstream_gmem_guest(env, fill=0xAB, cpl=cpl)
+    if cpl == 0 and kvm_backend() == "kvm_pvm":
+        assert "KVM_EXIT_MMIO at GPA 0x100000000" in str(err.value)
+    else:
+        assert "found 0xab at offset 0, not 0xaa" in str(err.value)

@@ -11,7 +11,8 @@ like the selftest section it mirrors:
 * :mod:`.mmap`       — mapping the file, faults
 * :mod:`.fallocate`  — allocation and PUNCH_HOLE
 * :mod:`.binding`    — memslots bound to a guest_memfd, the file's lifetime
-* :mod:`.guest`      — what a vCPU sees (guest_memfd slots, read-only slots)
+* :mod:`.guest`      — what a vCPU sees of a guest_memfd slot
+* :mod:`.memslot`    — read-only memslots (a store, a descriptor's accessed bit)
 * :mod:`.attributes` — memory attributes, MEMORY_FAULT exits, the hypercall exit
 * :mod:`.numa`       — NUMA policy and huge pages on a mapping
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 # the area modules register their checks in this order (the order of CHECKS and of a report)
 # isort: off
 from qmpgmem.engines.kvm.contract import create, fileops, mmap, fallocate  # noqa: F401
-from qmpgmem.engines.kvm.contract import binding, guest, attributes, numa  # noqa: F401
+from qmpgmem.engines.kvm.contract import binding, guest, memslot, attributes, numa  # noqa: F401
 
 # isort: on
 from qmpgmem.engines.kvm.contract.core import (

@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -235,3 +237,29 @@ def expect_ok(what: str, call: Callable[[], object]) -> object:
         return call()
     except OSError as exc:
         raise Mismatch(f"{what} failed: {errno_name(exc.errno or 0)}") from None
+
+
+def run_with_deadline(vcpu: Vcpu, seconds: float) -> int | None:
+    """KVM_RUN once, kicked out after ``seconds``: the exit reason, or None if it hung."""
+    from qmpgmem.engines.kvm.vcpu_thread import KICK_SIGNAL, install_kick_signal
+
+    if not install_kick_signal():
+        raise Skip("a hung KVM_RUN can only be interrupted from the main thread's signal setup")
+    me = threading.get_ident()
+    done = threading.Event()
+
+    def kick() -> None:
+        if not done.is_set():
+            vcpu.kvm_run.immediate_exit = 1
+            signal.pthread_kill(me, KICK_SIGNAL)
+
+    timer = threading.Timer(seconds, kick)
+    timer.start()
+    try:
+        return vcpu.run()
+    except InterruptedError:
+        return None
+    finally:
+        done.set()
+        timer.cancel()
+        vcpu.kvm_run.immediate_exit = 0

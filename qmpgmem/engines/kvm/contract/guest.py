@@ -1,17 +1,16 @@
-"""A guest on guest_memfd memory, and read-only memslots: what a vCPU sees.
+"""A guest on guest_memfd memory: what a vCPU sees.
 
-Mirrors guest_memfd_test.c: test_guest_memfd_guest (a memslot served from an MMAP guest_memfd)
-and api.rst's KVM_MEM_READONLY promise. One vCPU on two memslots: RAM at GPA 0 with the code
+Mirrors guest_memfd_test.c: test_guest_memfd_guest (a memslot served from an MMAP
+guest_memfd). ``guest.upstream_gmem_guest`` is that test as written (CPL0, GPA 4 GiB, a whole
+page both ways); the other checks run one vCPU on two memslots — RAM at GPA 0 with the code
 (and, for the 64-bit variant, a GDT and identity page tables), the guest_memfd slot at
-0x200000 (64-bit) or 0x10000 (real mode).
+0x200000 (64-bit CPL3, which kvm_pvm runs natively) or 0x10000 (real mode) — to tell the
+native from the emulated path.
 """
 
 from __future__ import annotations
 
 import ctypes
-import signal
-import struct
-import threading
 from typing import Final
 
 from qmpgmem.engines.kvm import abi, longmode
@@ -27,7 +26,7 @@ from qmpgmem.engines.kvm.contract.core import (
     Skip,
     check,
     errno_name,
-    on_emulated_cpu,
+    run_with_deadline,
 )
 from qmpgmem.engines.kvm.objects import GuestMemfd, Mapping, Vcpu, Vm
 
@@ -40,37 +39,6 @@ PVM_EMULATED_ACCESS: Final = (
     "of the guest_memfd (natively run CPL3 code is served from the file, see "
     "guest.gmem_only_slot); with userspace_addr 0, as the upstream selftest uses, the access "
     "becomes KVM_EXIT_MMIO"
-)
-
-
-#: Measured on kvm_pvm (memslot.readonly_descriptor): the implicit accessed-bit write.
-PVM_READONLY_DESCRIPTOR: Final = (
-    "KVM_RUN never returns when the instruction kvm_pvm emulates (a far jump loading CS) has "
-    "to set the accessed bit of a descriptor in read-only memory; the vCPU retries it forever "
-    "(an explicit store to the same slot does exit with KVM_EXIT_MMIO, see "
-    "memslot.readonly_store). This is why a ROM whose GDT sits in a read-only ROM hangs "
-    "after setting CR0.PE on pc/q35, and why the direct engine maps its ROM as RAM, as "
-    "microvm does"
-)
-
-
-#: Measured on kvm_pvm (bind.same_range_twice): the pre-7.2 errno.
-PVM_BIND_TWICE: Final = (
-    "measured here (Linux 6.18, kvm_pvm): both bindings of an occupied file range fail with "
-    "EINVAL, the errno upstream kvm_gmem_bind gave before Linux 7.2 (its common -EINVAL exit); "
-    "the kernel under kvm_pvm has not picked up the 7.2 change to -EEXIST"
-)
-
-
-#: Measured in the lab (kvm_amd in L1 on QEMU TCG's SVM, Linux 7.2.13; memslot.readonly_descriptor).
-TCG_SVM_NO_ACCESSED_BIT: Final = (
-    "seen only on QEMU TCG's SVM (the lab's emulated CPU): its far jump loads CS without "
-    "setting the descriptor's accessed bit (QEMU target/i386/tcg/seg_helper.c: "
-    "helper_ljmp_protected has no accessed-bit store; helper_load_seg, for data segments, has "
-    "one), so no write reaches the read-only slot, no nested page fault reaches KVM and there "
-    "is nothing to post as KVM_EXIT_MMIO; the guest runs on and the descriptor stays "
-    "0x00cf9a000000ffff. Upstream expects the CPU to set the bit on the load (AMD APM, Intel "
-    "SDM), the write to fault on the read-only page and KVM to post it as KVM_EXIT_MMIO"
 )
 
 
@@ -288,132 +256,91 @@ def _guest_closed(env: Env) -> None:
             guest.close()
 
 
-# -- read-only memslots (the ROM's kind of memory) --------------------------------------------
+# -- test_guest_memfd_guest as upstream writes it --------------------------------------------------
 
-
-#: Real-mode code at GPA 0: lgdt from a GDT in a read-only slot at 0x10000, CR0.PE, far jump
-#: to 32-bit code (loading CS sets the descriptor's accessed bit: a write to the read-only
-#: slot), which writes port 0x10 and spins.
-CODE_PE_SWITCH: Final = bytes.fromhex(
-    "660f01160001"  # lgdtl 0x100
-    "0f20c0 6683c801 0f22c0"  # mov %cr0,%eax; or $1,%eax; mov %eax,%cr0
-    "66ea000200000800"  # ljmpl $0x08,$0x200
+#: Upstream's guest_code(mem, size) at CPL0 (rdi = gpa, rsi = size): every byte must be 0xaa
+#: (else out the offset to port 0x13 and the byte to 0x14), then memset 0xff → out 0x11.
+CODE_UPSTREAM: Final = bytes.fromhex(
+    "4889fa 4889f1"  # mov %rdi,%rdx; mov %rsi,%rcx
+    "803aaa 7513"  # 1: cmpb $0xaa,(%rdx); jne bad
+    "48ffc2 48ffc9 75f3"  # inc %rdx; dec %rcx; jnz 1b
+    "4889f1 b0ff f3aa"  # mov %rsi,%rcx; mov $0xff,%al; rep stosb
+    "e611 ebfe"  # out %al,$0x11; jmp .
+    "4889d0 4829f8 e713"  # bad: mov %rdx,%rax; sub %rdi,%rax; out %eax,$0x13
+    "0fb602 e714 ebfe"  # movzbl (%rdx),%eax; out %eax,$0x14; jmp .
 )
-GDT_DESC_AT: Final = 0x100
-TARGET32_AT: Final = 0x200
-CODE32_OUT: Final = bytes.fromhex("e610 ebfe")  # out %al,$0x10; jmp .
-RO_GPA: Final = 0x10000
-#: null, flat 32-bit code with the accessed bit clear (0x9a), flat data (0x92)
-RO_GDT: Final = (0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF)
-#: 64-bit CPL3: movb $1,0x200000 (the read-only slot); out %al,$0x10; jmp .
-CODE_CPL3_STORE: Final = bytes.fromhex("c60425000020 0001 e610 ebfe")
+#: Where upstream puts the slot: past the first 4 GiB (slot 0, the PCI hole and MMIO below).
+UPSTREAM_GPA: Final = 4 << 30
 
 
-def _run_with_deadline(vcpu: Vcpu, seconds: float) -> int | None:
-    """KVM_RUN once, kicked out after ``seconds``: the exit reason, or None if it hung."""
-    from qmpgmem.engines.kvm.vcpu_thread import KICK_SIGNAL, install_kick_signal
-
-    if not install_kick_signal():
-        raise Skip("a hung KVM_RUN can only be interrupted from the main thread's signal setup")
-    me = threading.get_ident()
-    done = threading.Event()
-
-    def kick() -> None:
-        if not done.is_set():
-            vcpu.kvm_run.immediate_exit = 1
-            signal.pthread_kill(me, KICK_SIGNAL)
-
-    timer = threading.Timer(seconds, kick)
-    timer.start()
-    try:
-        return vcpu.run()
-    except InterruptedError:
-        return None
-    finally:
-        done.set()
-        timer.cancel()
-        vcpu.kvm_run.immediate_exit = 0
+def _port_value(vcpu: Vcpu) -> tuple[int, int]:
+    run = vcpu.kvm_run
+    data = vcpu.run_addr + run.io.data_offset
+    width = {1: ctypes.c_uint8, 2: ctypes.c_uint16, 4: ctypes.c_uint32}[run.io.size]
+    return run.io.port, width.from_address(data).value
 
 
 @check(
-    "memslot.readonly_store",
-    "a guest store into a KVM_MEM_READONLY memslot is posted to userspace as KVM_EXIT_MMIO "
-    "(a write at that GPA) and leaves the memory unchanged (64-bit CPL3 store)",
-    f"{API}: KVM_SET_USER_MEMORY_REGION (KVM_MEM_READONLY)",
+    "guest.upstream_gmem_guest",
+    "as test_guest_memfd_guest writes it: a page-sized MMAP|INIT_SHARED guest_memfd bound at "
+    "GPA 4 GiB with userspace_addr NULL, filled with 0xaa through a mapping the host unmaps "
+    "before the run; the guest (64-bit CPL0) finds 0xaa in every byte and fills the page with "
+    "0xff, which every byte of a new host mapping then shows",
+    f"{SELFTEST}: test_guest_memfd_guest, guest_code",
+    deviations={"kvm_pvm": PVM_EMULATED_ACCESS},
 )
-def _readonly_store(env: Env) -> None:
-    with env.vm() as vm, Mapping.anonymous(1 << 20) as ram, Mapping.anonymous(env.page) as ro:
-        longmode.write_tables(ram)
-        ram.write(longmode.FREE_GPA, CODE_CPL3_STORE)
-        vm.set_user_memory_region(0, 0, ram.size, ram.addr)
-        vm.set_user_memory_region(1, 0x200000, ro.size, ro.addr, abi.KVM_MEM_READONLY)
-        vcpu = env.vcpu(vm)
-        longmode.enter_user_long_mode(vcpu, longmode.FREE_GPA, 0x80000)
-        reason = _run_with_deadline(vcpu, 1.0)
-        if reason is None:
-            raise Mismatch("KVM_RUN did not return within 1 s")
-        run = vcpu.kvm_run
-        if reason != abi.Exit.MMIO or not run.mmio.is_write or run.mmio.phys_addr != 0x200000:
-            raise Mismatch(f"the store gave {exit_name(reason)}, not an MMIO write at 0x200000")
-        if ro.read(0, 1) != b"\x00":
-            raise Mismatch("the read-only memory changed")
+def _guest_upstream(env: Env) -> None:
+    upstream_gmem_guest(env)
 
 
 @check(
-    "memslot.readonly_descriptor",
-    "loading a segment from a GDT in a KVM_MEM_READONLY memslot, which sets the "
-    "descriptor's accessed bit, is posted to userspace as a KVM_EXIT_MMIO write inside the "
-    "GDT; the guest then goes on (real mode → protected mode far jump)",
-    f"{API}: KVM_SET_USER_MEMORY_REGION (KVM_MEM_READONLY: writes are posted to userspace "
-    "as KVM_EXIT_MMIO exits)",
-    deviations={
-        "kvm_pvm": PVM_READONLY_DESCRIPTOR,
-        on_emulated_cpu("kvm_amd"): TCG_SVM_NO_ACCESSED_BIT,
-    },
+    "guest.upstream_gmem_guest_cpl3",
+    "test_guest_memfd_guest's shape (page-sized MMAP|INIT_SHARED guest_memfd at GPA 4 GiB, "
+    "userspace_addr NULL, host mapping gone before the run, every byte checked both ways) "
+    "with the same guest code at CPL3, which every backend runs natively",
+    f"{SELFTEST}: test_guest_memfd_guest, guest_code",
 )
-def _readonly_descriptor(env: Env) -> None:
-    with env.vm() as vm, Mapping.anonymous(0x10000) as ram, Mapping.anonymous(env.page) as ro:
-        ram.write(0, CODE_PE_SWITCH)
-        ram.write(GDT_DESC_AT, struct.pack("<HI", 8 * len(RO_GDT) - 1, RO_GPA))
-        ram.write(TARGET32_AT, CODE32_OUT)
-        ro.write(0, struct.pack(f"<{len(RO_GDT)}Q", *RO_GDT))
-        vm.set_user_memory_region(0, 0, ram.size, ram.addr)
-        vm.set_user_memory_region(1, RO_GPA, ro.size, ro.addr, abi.KVM_MEM_READONLY)
-        vcpu = env.vcpu(vm)
-        sregs = vcpu.get_sregs()
-        sregs.cs.base, sregs.cs.selector = 0, 0
-        vcpu.set_sregs(sregs)
-        vcpu.set_regs(abi.kvm_regs(rip=0, rflags=2))
-        saw_mmio = False
-        for _ in range(16):
-            reason = _run_with_deadline(vcpu, 1.0)
+def _guest_upstream_cpl3(env: Env) -> None:
+    upstream_gmem_guest(env, cpl=3)
+
+
+def upstream_gmem_guest(env: Env, fill: int = 0xAA, cpl: int = 0) -> None:
+    """The body of ``guest.upstream_gmem_guest``; the host fills the page with ``fill`` (the
+    guest expects 0xaa), and ``cpl=3`` runs the same code at CPL3 — tests use both to show the
+    check failing and the code working where CPL0 is emulated."""
+    enter = longmode.enter_kernel_long_mode if cpl == 0 else longmode.enter_user_long_mode
+    with env.vm() as vm, Mapping.anonymous(1 << 20) as ram:
+        size = env.page
+        with _shared_gmem(env, vm, size) as g:
+            longmode.write_tables(ram)
+            longmode.map_gib(ram, UPSTREAM_GPA >> 30)
+            ram.write(longmode.FREE_GPA, CODE_UPSTREAM)
+            vm.set_user_memory_region2(0, 0, ram.size, ram.addr)
+            vm.set_user_memory_region2(1, UPSTREAM_GPA, size, 0, GMEM, g.fd, 0)
+            with g.mmap() as m:
+                m.write(0, bytes([fill]) * size)
+            vcpu = env.vcpu(vm)
+            enter(vcpu, longmode.FREE_GPA, 0x80000, None, rdi=UPSTREAM_GPA, rsi=size)
+            reason = run_with_deadline(vcpu, 10.0)
             if reason is None:
-                raise Mismatch(
-                    "KVM_RUN did not return within 1 s"
-                    + (" after the MMIO exit" if saw_mmio else " (no exit at all)")
-                )
-            run = vcpu.kvm_run
+                raise Mismatch("KVM_RUN did not return within 10 s")
             if reason == abi.Exit.MMIO:
-                addr = run.mmio.phys_addr
-                if not run.mmio.is_write or not RO_GPA <= addr < RO_GPA + 8 * len(RO_GDT):
-                    raise Mismatch(
-                        f"an MMIO {'write' if run.mmio.is_write else 'read'} at {addr:#x}"
-                    )
-                saw_mmio = True
-                continue
-            if reason == abi.Exit.IO and run.io.port == 0x10:
-                if saw_mmio:
-                    return
-                code = struct.unpack_from("<Q", ro.read(8, 8))[0]
-                if code != RO_GDT[1]:
-                    raise Mismatch(
-                        f"the accessed-bit write reached read-only memory without an exit "
-                        f"(code descriptor now {code:#018x})"
-                    )
+                addr = vcpu.kvm_run.mmio.phys_addr
+                raise Mismatch(f"the guest's access exited with KVM_EXIT_MMIO at GPA {addr:#x}")
+            if reason != abi.Exit.IO:
+                raise Mismatch(f"unexpected exit {exit_name(reason)}")
+            port, value = _port_value(vcpu)
+            if port == 0x13:
+                offset = value
+                if run_with_deadline(vcpu, 10.0) != abi.Exit.IO:
+                    raise Mismatch(f"the guest found a byte other than 0xaa at offset {offset}")
                 raise Mismatch(
-                    "the guest reached protected mode with no accessed-bit write at all: no "
-                    f"exit, and the code descriptor in read-only memory is still {code:#018x} "
-                    "(accessed bit clear)"
+                    f"the guest found {_port_value(vcpu)[1]:#x} at offset {offset}, not 0xaa"
                 )
-            raise Mismatch(f"unexpected exit {exit_name(reason)}")
-        raise Mismatch("the guest did not reach protected mode")
+            if port != 0x11:
+                raise Mismatch(f"the guest wrote port {port:#x}, not 0x11 (done)")
+            with g.mmap() as m:
+                seen = m.read(0, size)
+            bad = next((i for i, b in enumerate(seen) if b != 0xFF), None)
+            if bad is not None:
+                raise Mismatch(f"the host sees {seen[bad]:#x} at offset {bad}, not 0xff")
