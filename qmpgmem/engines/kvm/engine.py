@@ -367,12 +367,15 @@ class KvmEngine(Engine):
 
     @staticmethod
     def _discard_other_side(placed: Placed, offset: int, size: int, private: bool) -> None:
-        """After a conversion, free the backing the guest no longer uses (as QEMU does)."""
+        """After a conversion, free the backing the guest no longer uses (as QEMU's
+        ram_block_discard_range: MADV_REMOVE for shared memory, MADV_DONTNEED for private
+        anonymous memory)."""
         if placed.in_place:
             return  # one file holds both states; nothing separate to free
         assert placed.gmem is not None
         if private:
-            ksys.madvise(placed.mapping.addr + offset, size, ksys.MADV_REMOVE)
+            advice = ksys.MADV_DONTNEED if placed.private_anonymous else ksys.MADV_REMOVE
+            ksys.madvise(placed.mapping.addr + offset, size, advice)
         else:
             placed.gmem.punch_hole(offset, size)
 

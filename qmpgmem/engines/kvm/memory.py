@@ -17,8 +17,11 @@ Each region becomes one memslot. A ``guest_memfd`` region gets its own guest_mem
 * with ``mmap`` the file's own MAP_SHARED mapping is the slot's ``userspace_addr`` — upstream
   serves such a slot from the guest_memfd alone, and kvm_pvm serves it from ``userspace_addr``
   (docs/kernel-contract.md), so only the file's own mapping gives the same memory on both;
-* without ``mmap`` the slot pairs the file (private memory) with an anonymous shared mapping
-  (shared memory), as QEMU does for confidential guests; the host sees the shared side.
+* without ``mmap`` the slot pairs the file (private memory) with an anonymous mapping
+  (shared memory), as QEMU does for confidential guests; the host sees the shared side. The
+  region's ``share`` picks its kind, as the conversion selftest's ``-s`` does: shared
+  anonymous memory (shmem; the default, and ``share: true``) or private anonymous memory
+  (``share: false``, the selftest's default ``-s anonymous`` and QEMU's memory-backend-ram).
 
 Why a module apart from the engine: it owns every mapping and fd of the VM's memory and gives
 them back in ``close()``, and it is what both the engine and the kernel-contract checks use to
@@ -62,6 +65,9 @@ class Placed:
     host_access: bool = True
     #: True when ``mapping`` is the guest_memfd itself (in place), False for a shared side.
     in_place: bool = False
+    #: The shared side is MAP_PRIVATE anonymous memory (freed with MADV_DONTNEED, not
+    #: MADV_REMOVE, which only shmem and files take).
+    private_anonymous: bool = False
 
     @property
     def size(self) -> int:
@@ -198,10 +204,13 @@ class GuestMemory:
             in_place = True
             host_access = bool(flags & abi.GUEST_MEMFD_FLAG_INIT_SHARED)
         else:
-            mapping = self._stack.enter_context(Mapping.anonymous(region.size))
+            shared = region.share is not False
+            mapping = self._stack.enter_context(Mapping.anonymous(region.size, shared=shared))
             in_place, host_access = False, True
         self._set_slot(slot, gpa, region.size, mapping.addr, abi.KVM_MEM_GUEST_MEMFD, gmem)
-        return Placed(region, gpa, slot, mapping, gmem, host_access, in_place)
+        return Placed(
+            region, gpa, slot, mapping, gmem, host_access, in_place, region.share is False
+        )
 
     def region(self, region_id: str) -> Placed:
         for placed in self.regions:

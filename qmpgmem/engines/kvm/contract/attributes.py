@@ -9,6 +9,8 @@ back); the KVM_CAP_EXIT_HYPERCALL opt-in that private_mem_conversions_test.c ena
 from __future__ import annotations
 
 import errno
+import threading
+from collections.abc import Callable
 from functools import partial
 from typing import Final
 
@@ -24,6 +26,7 @@ from qmpgmem.engines.kvm.contract.core import (
     errno_name,
     expect_errno,
     expect_ok,
+    run_with_deadline,
     vm_type_name,
 )
 from qmpgmem.engines.kvm.contract.guest import Guest, exit_name
@@ -164,12 +167,15 @@ def _exit_hypercall(env: Env) -> None:
         )
 
 
-def _expect_private_fault(guest: Guest, page: int) -> None:
-    """The guest's first access (a read of its data page) ends KVM_RUN with EFAULT and a
-    KVM_EXIT_MEMORY_FAULT with flags PRIVATE, that page's GPA and size."""
+def _expect_private_fault(
+    guest: Guest, page: int, kvm_run: Callable[[], int | None] | None = None
+) -> None:
+    """The guest's next access to its data page ends KVM_RUN (``kvm_run``, default one plain
+    KVM_RUN) with EFAULT and a KVM_EXIT_MEMORY_FAULT with flags PRIVATE, that page's GPA and
+    size."""
     run = guest.vcpu.kvm_run
     try:
-        reason = guest.vcpu.run()
+        reason = (kvm_run or guest.vcpu.run)()
     except OSError as exc:
         if exc.errno != errno.EFAULT:
             raise Mismatch(
@@ -186,6 +192,8 @@ def _expect_private_fault(guest: Guest, page: int) -> None:
                 "flags {:#x} gpa {:#x} size {:#x}".format(*got, *want)
             ) from None
         return
+    if reason is None:
+        raise Mismatch("KVM_RUN did not return: no exit for the private access")
     raise Mismatch(f"the private access gave {exit_name(reason)}, not KVM_EXIT_MEMORY_FAULT")
 
 
@@ -216,5 +224,45 @@ def _memory_fault_exit(env: Env) -> None:
             vm.set_memory_attributes(guest.data_gpa, env.page, PRIVATE)
             vm.set_user_memory_region2(1, guest.data_gpa, 0, 0)
             _expect_private_fault(guest, env.page)
+        finally:
+            guest.close()
+
+
+#: 64-bit CPL3: read the data page once → out 0x10, then read it again and again (upstream's
+#: guest_repeatedly_read), so the vCPU is inside KVM_RUN, touching the page, when the slot goes.
+CODE_REPEATED_READ: Final = bytes.fromhex(
+    "a0 0000200000000000 e610"  # movabs 0x200000,%al; out %al,$0x10
+    "a0 0000200000000000 ebf5"  # 1: movabs 0x200000,%al; jmp 1b
+)
+#: How long the vCPU reads the page before another thread deletes its memslot.
+DELETE_AFTER_S: Final = 0.05
+
+
+@check(
+    "attributes.memory_fault_slot_deleted_while_running",
+    "while the vCPU is inside KVM_RUN reading a PRIVATE page of a guest_memfd memslot (it has "
+    "read it once), another thread deletes the memslot: KVM_RUN ends with EFAULT and "
+    "KVM_EXIT_MEMORY_FAULT, flags KVM_MEMORY_EXIT_FLAG_PRIVATE, the page's GPA, size one page",
+    f"{EXITS_TEST}: test_private_access_memslot_deleted (guest_repeatedly_read, the slot "
+    f"deleted from the main thread while a vCPU thread runs); {API}: KVM_EXIT_MEMORY_FAULT",
+    per_vm_type=True,
+)
+def _memory_fault_deleted_while_running(env: Env) -> None:
+    with env.vm() as vm, vm.create_guest_memfd(env.page) as g:
+        _private_vm(env, vm)
+        guest = Guest(env, vm, g, 0, code=CODE_REPEATED_READ)
+        try:
+            vm.set_memory_attributes(guest.data_gpa, env.page, PRIVATE)
+            if guest.next_out()[0] != 0x10:
+                raise Mismatch("the guest did not read its private page before the deletion")
+            deleter = threading.Timer(
+                DELETE_AFTER_S, vm.set_user_memory_region2, (1, guest.data_gpa, 0, 0)
+            )
+            deleter.start()
+            try:
+                _expect_private_fault(guest, env.page, lambda: run_with_deadline(guest.vcpu, 5.0))
+            finally:
+                deleter.cancel()
+                deleter.join()
         finally:
             guest.close()

@@ -65,7 +65,8 @@ CODE_REAL: Final = bytes.fromhex(
 class Guest:
     """One vCPU whose data page is a guest_memfd slot (or, with ``gmem`` None, plain memory
     at ``userspace_addr`` of ``size`` bytes); ``native`` picks 64-bit CPL3 code (executed by
-    the CPU) over real-mode code (emulated on kvm_pvm)."""
+    the CPU; ``code`` instead of :data:`CODE_CPL3`) over real-mode code (emulated on
+    kvm_pvm)."""
 
     def __init__(
         self,
@@ -75,13 +76,14 @@ class Guest:
         userspace_addr: int,
         native: bool = True,
         size: int = 0,
+        code: bytes = CODE_CPL3,
     ) -> None:
         self.data_gpa = 0x200000 if native else 0x10000
         self.ram = Mapping.anonymous(1 << 20 if native else 0x10000)
         try:
             if native:
                 longmode.write_tables(self.ram)
-                self.ram.write(longmode.FREE_GPA, CODE_CPL3)
+                self.ram.write(longmode.FREE_GPA, code)
             else:
                 self.ram.write(0, CODE_REAL)
             vm.set_user_memory_region2(0, 0, self.ram.size, self.ram.addr)

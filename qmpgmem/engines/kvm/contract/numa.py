@@ -40,7 +40,6 @@ MPOL_BIND: Final = 2
 MPOL_INTERLEAVE: Final = 3
 MPOL_F_ADDR: Final = 1 << 1
 # include/uapi/asm-generic/mman-common.h
-MADV_DONTNEED: Final = 4
 MADV_HUGEPAGE: Final = 14
 MADV_COLLAPSE: Final = 25
 PROT_NONE: Final = 0
@@ -241,5 +240,5 @@ def _collapse(env: Env) -> None:
                     raise Mismatch(f"MADV_COLLAPSE failed with {why}, not EINVAL") from None
             else:
                 raise Mismatch("MADV_COLLAPSE succeeded")
-            ksys.madvise(addr, pmd, MADV_DONTNEED)
+            ksys.madvise(addr, pmd, ksys.MADV_DONTNEED)
             ksys.read_at(addr, 1)
