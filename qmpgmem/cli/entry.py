@@ -8,6 +8,11 @@ interrupts: a second one while teardown runs is recorded and ignored, so the tea
 stops QEMU and removes run directories is never cut short. Whatever a command could not
 clean up when interrupted, the exit path here removes (the run directories this process
 made), then exits 130.
+
+A handler that raises can land inside code Python does not let exceptions out of (a weakref
+callback of the import machinery, a ``__del__``): the exception is then "ignored" with a
+traceback on stderr and the command would carry on. The unraisable hook installed with the
+handlers catches exactly that case and delivers the same signal again, outside the callback.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from types import FrameType
 
@@ -60,6 +66,28 @@ def install_handlers() -> None:
     while it runs, and hands them back with this)."""
     for sig in INTERRUPTING:
         signal.signal(sig, _on_signal)
+    if sys.unraisablehook is not _redeliver_swallowed:
+        global _previous_unraisablehook
+        _previous_unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _redeliver_swallowed
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
+def _redeliver_swallowed(unraisable: sys.UnraisableHookArgs) -> None:
+    """Our Interrupted raised where it cannot propagate: forget it and send the signal again,
+    so it interrupts at the next point that can take it (silently: nothing was done yet)."""
+    exc = unraisable.exc_value
+    if not isinstance(exc, Interrupted) or not exc.args or _received[:1] != [exc.args[0]]:
+        _previous_unraisablehook(unraisable)
+        return
+    del _received[0]
+    # later, from another thread: os.kill here (or anything that waits in this hook) would
+    # run the handler inside the hook at once
+    again = threading.Timer(0.01, os.kill, (os.getpid(), signal.Signals[exc.args[0]]))
+    again.daemon = True
+    again.start()
 
 
 def _ignore_signals() -> None:
@@ -158,4 +186,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:  # reached only by a call from Python: give its handlers back
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        sys.unraisablehook = _previous_unraisablehook
         _received.clear()
