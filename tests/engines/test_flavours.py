@@ -186,6 +186,22 @@ def test_argv() -> None:
     ]  # fmt: skip
 
 
+def test_argv_escapes_host_values_in_option_strings() -> None:
+    """A value from the host with a comma stays one value (QEMU's doubled comma), and a
+    property name that would split the option string is refused."""
+    plan = dataclasses.replace(
+        plan_flavour("guest-memfd-property", QGMEM, PVM),
+        machine_opts={"confidential-guest-support": "cgs0,x=1"},
+        backend_props={"guest-memfd": "on", "mem-path": "/srv/vm,ram"},
+    )
+    argv = plan_argv(plan, machine="microvm")
+    assert "microvm,confidential-guest-support=cgs0,,x=1,memory-backend=ram0" in argv
+    assert "memory-backend-memfd,id=ram0,size=64M,guest-memfd=on,mem-path=/srv/vm,,ram" in argv
+    bad = dataclasses.replace(plan, backend_props={"share=on,x": "1"})
+    with pytest.raises(ValueError, match="not a QEMU property name"):
+        plan_argv(bad)
+
+
 # ---- the real binaries -----------------------------------------------------------------------
 _EXTRA = [p for p in os.environ.get("QMPGMEM_EXTRA_QEMU", "").split(os.pathsep) if p]
 #: QEMU's own words for "this option does not parse" (qemu-option.c, qom/object_interfaces.c)

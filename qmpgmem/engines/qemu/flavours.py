@@ -27,6 +27,7 @@ from typing import Final
 
 from qemu.qmp import QMPClient, QMPError
 
+from qmpgmem.engines.qemu.argv import opt_value
 from qmpgmem.engines.qemu.process import QemuProcess
 from qmpgmem.errors import ScenarioError, VMLaunchError
 from qmpgmem.host.facts import KvmFacts, QemuFacts
@@ -258,7 +259,12 @@ def plan_flavour(flavour: str, qemu: QemuFacts, kvm: KvmFacts) -> FlavourPlan:
 
 
 def _opts(pairs: dict[str, str]) -> str:
-    return "".join(f",{k}={v}" for k, v in pairs.items())
+    """``,key=value`` for each pair, values escaped as every QEMU option value is (argv.py):
+    they come from the host (firmware paths, probed numbers), not from this module."""
+    for key in pairs:
+        if "," in key or "=" in key:
+            raise ValueError(f"not a QEMU property name: {key!r}")
+    return "".join(f",{k}={opt_value(v)}" for k, v in pairs.items())
 
 
 def plan_argv(
