@@ -60,7 +60,13 @@ RUNNING_WEIGHTS: Final = {
 #: Generated steps take milliseconds (a 16 MiB hash: ~0.1 s under TCG); a hang costs the
 #: step timeout once per shrink candidate, so it is short.
 TIMEOUTS: Final = {"boot": 15.0, "step": 10.0, "total": 120.0}
-PAUSED_WEIGHTS: Final = {"host.read": 45, "host.write": 15, "vm.cont": 40}
+PAUSED_WEIGHTS: Final = {
+    "host.read": 40,
+    "host.write": 15,
+    "vm.cont": 35,
+    "vm.reset": 6,
+    "vm.stop": 4,
+}
 _PAGE_ACTIONS: Final = ("guest.convert", "host.gmem_punch_hole", "host.gmem_allocate")
 _GMEM_ACTIONS: Final = ("host.gmem_punch_hole", "host.gmem_allocate")
 

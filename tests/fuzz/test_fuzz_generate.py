@@ -225,18 +225,22 @@ def test_most_checks_are_left_to_the_model_and_explicit_ones_agree_with_it(
 
 
 def test_paused_vm_gets_no_guest_step(pvm_host: HostContext) -> None:
+    """While paused: host steps, and the lifecycle steps a paused VM takes (a reset keeps it
+    paused, a second stop changes nothing) — both are generated."""
     target = fuzz_target("qemu", pvm_host)
-    stops = 0
+    stops, paused_lifecycle = 0, 0
     for sc in _scenarios(target):
         paused = False
         for step in sc.steps:
-            if step.action == "vm.stop":
+            if step.action == "vm.stop" and not paused:
                 paused, stops = True, stops + 1
             elif step.action == "vm.cont":
                 paused = False
             elif paused:
-                assert step.action in ("host.read", "host.write"), sc.name
+                assert step.action in ("host.read", "host.write", "vm.reset", "vm.stop"), sc.name
+                paused_lifecycle += step.action in ("vm.reset", "vm.stop")
     assert stops > 10
+    assert paused_lifecycle > 0
 
 
 def test_kvm_engine_without_kvm_is_a_setup_error(tcg_host: HostContext) -> None:

@@ -36,8 +36,9 @@ def _sc(*steps: dict[str, Any], size: int = 1 << 20) -> Scenario:
         ((W, STOP, R), None),
         ((STOP, V), "step 2: guest.verify while the VM is paused"),
         ((STOP, W, CONT), "step 2: guest.write while the VM is paused"),
-        ((STOP, RESET), "step 2: vm.reset while the VM is paused"),
-        ((STOP, STOP), "step 2: vm.stop while the VM is paused"),
+        ((STOP, RESET, R, CONT, V), None),  # a reset keeps a paused VM paused
+        ((STOP, STOP, CONT), None),
+        ((STOP, RESET, V), "step 3: guest.verify while the VM is paused"),
         ((R, {**V, "expect": "unchanged"}), None),
         (({**V, "expect": "unchanged"},), "step 1: 'unchanged' without an earlier read"),
         (
