@@ -77,7 +77,7 @@ def _write(path: Path, text: str) -> bool:
 
 
 @cli.command("aggregate", short_help="Many hosts' run reports as one scenario x host matrix.")
-@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--class",
     "classes",

@@ -2,11 +2,12 @@
 
 Why apart from compare.py: these compare values, not statuses. A probe's regressions are
 capabilities the host lost: a fact that was true and is false now, a list (VM types,
-guest_memfd flags, QMP commands) that lost entries, a fact that is gone, a guest_memfd
-flavour that was usable and is not. Other value changes (a version) are listed, not failed.
-A bench figure regresses when it is worse by the ratio threshold, and, for a figure in a time
-unit, by the seconds threshold too; when both files quote it beside a baseline from the same
-run (report/bench.py), the figure relative to its baseline is what is judged.
+guest_memfd flags, each binary's QMP commands, QOM and machine types) that lost entries, a
+fact that is gone, a guest_memfd flavour that was usable and is not. Other value changes
+(a version) are listed, not failed. A bench figure regresses when it is worse by the ratio
+threshold, and, for a figure in a time unit, by the seconds threshold too; when both files
+quote it beside a baseline from the same run (report/bench.py), the figure relative to its
+baseline is what is judged.
 """
 
 from __future__ import annotations
@@ -71,9 +72,20 @@ def _flavours(doc: ProbeDocument) -> dict[str, tuple[bool, str]]:
     return out
 
 
+def _facts(doc: ProbeDocument) -> dict[str, Any]:
+    """The probe's facts by name, plus each binary's QMP commands and events, QOM types and
+    machine types as lists (``qemu[0].qmp_commands``): the facts only count those."""
+    out: dict[str, Any] = {f.name: f.value for f in doc.facts}
+    for i, q in enumerate(doc.qemu):
+        out[f"qemu[{i}].qmp_commands"] = sorted(q.qmp_commands)
+        out[f"qemu[{i}].qmp_events"] = sorted(q.qmp_events)
+        out[f"qemu[{i}].qom_types"] = sorted(q.qom_types)
+        out[f"qemu[{i}].machine_types"] = sorted(q.machine_types)
+    return out
+
+
 def _compare_probe(base: ProbeDocument, new: ProbeDocument) -> tuple[list[Change], int]:
-    a = {f.name: f.value for f in base.facts}
-    b = {f.name: f.value for f in new.facts}
+    a, b = _facts(base), _facts(new)
     changes: list[Change] = []
     unchanged = 0
     for name in dict.fromkeys([*a, *b]):
