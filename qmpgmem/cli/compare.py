@@ -90,16 +90,19 @@ def _print(result: Comparison, stderr: bool) -> None:
 @click.option(
     "--ratio",
     type=click.FloatRange(min=1.0),
+    metavar="FACTOR",
     default=Thresholds().ratio,
     show_default=True,
-    help="Noise threshold: a duration (or bench figure) regresses when worse by this factor...",
+    help="Noise threshold: a duration or bench figure regresses only when worse by this "
+    "factor and (for times) by --seconds.",
 )
 @click.option(
     "--seconds",
     type=click.FloatRange(min=0.0),
+    metavar="SECONDS",
     default=Thresholds().seconds,
     show_default=True,
-    help="...and, for times, by at least this many seconds.",
+    help="Noise threshold: the least a time must grow by to regress.",
 )
 def compare(base: Path, new: Path, json_path: Path | None, ratio: float, seconds: float) -> None:
     """Compare NEW against BASE: two `run --json` reports, two `kernel-contract --json`,
