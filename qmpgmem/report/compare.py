@@ -239,10 +239,31 @@ def _duration_change(
     return None
 
 
+def _pair_moved(
+    a: dict[tuple[str, str, str], Merged], b: dict[tuple[str, str, str], Merged]
+) -> dict[tuple[str, str, str], Merged]:
+    """``b`` with a result that moved to another binary slot re-keyed as in ``a``: a scenario
+    × engine that has one unmatched key on each side is the same result (a candidate run with
+    a second ``--qemu`` runs a ``qemu>=11`` scenario on ``qemu[1]``, where it skipped before)."""
+    lone_a: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+    lone_b: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+    for keys, other, lone in ((a, b, lone_a), (b, a, lone_b)):
+        for key in keys:
+            if key not in other:
+                lone.setdefault(key[:2], []).append(key)
+    out = dict(b)
+    for pair, old_keys in lone_a.items():
+        new_keys = lone_b.get(pair, [])
+        if len(old_keys) == 1 and len(new_keys) == 1:
+            out[old_keys[0]] = out.pop(new_keys[0])
+    return out
+
+
 def _compare_runs(
     base: RunDocument, new: RunDocument, th: Thresholds
 ) -> tuple[list[Change], int]:
-    a, b = _by_key(base), _by_key(new)
+    a = _by_key(base)
+    b = _pair_moved(a, _by_key(new))
     changes: list[Change] = []
     unchanged = 0
     for key in dict.fromkeys([*a, *b]):

@@ -294,3 +294,24 @@ def test_help_teaches_with_an_example() -> None:
     res = qmpgmem("compare", "--help")
     assert res.returncode == 0
     assert "qmpgmem compare last-good/run.json candidate/run.json" in res.stdout
+
+
+def test_a_result_that_moved_to_another_binary_is_still_one_result(
+    run_report: dict[str, Any], write_copy: WriteCopy
+) -> None:
+    """The candidate run adds a second --qemu, on which a scenario that skipped now runs."""
+
+    def second_binary(doc: dict[str, Any]) -> None:
+        sid = dict(doc["host"]["qemu"][0], path="build/qemu-sid/qemu-system-x86_64",
+                   version="11.1.3", package=None, package_version=None)  # fmt: skip
+        doc["host"]["qemu"].append(sid)
+        result(doc, "basic-smoke")["qemu"] = sid["path"]
+
+    base = read_report(write_copy(run_report, "base.json", _skip))
+    new = read_report(write_copy(run_report, "new.json", second_binary))
+    cmp = compare_reports(base, new)
+    runs = [c for c in cmp.changes if c.kind is not ChangeKind.HOST]
+    assert [(c.kind, c.subject) for c in runs] == [
+        (ChangeKind.VANISHED_SKIP, "basic-smoke [qemu, qemu[1] 11.1.3]")
+    ]
+    assert cmp.ok
