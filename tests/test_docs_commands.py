@@ -16,7 +16,9 @@ import pytest
 from qmpgmem.cli.group import cli
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-_COMMAND = re.compile(r"(?<![\w-])qmpgmem ((?:run|probe|validate|kernel-contract|lab run|compare|aggregate)\b.*)")
+_COMMAND = re.compile(
+    r"(?<![\w-])qmpgmem ((?:run|probe|validate|kernel-contract|lab run|compare|aggregate)\b.*)"
+)
 
 
 def command_lines(text: str) -> list[str]:

@@ -243,8 +243,8 @@ def _pair_moved(
     a: dict[tuple[str, str, str], Merged], b: dict[tuple[str, str, str], Merged]
 ) -> dict[tuple[str, str, str], Merged]:
     """``b`` with a result that moved to another binary slot re-keyed as in ``a``: a scenario
-    × engine that has one unmatched key on each side is the same result (a candidate run with
-    a second ``--qemu`` runs a ``qemu>=11`` scenario on ``qemu[1]``, where it skipped before)."""
+    and engine with one unmatched key on each side is the same result (a candidate run with a
+    second ``--qemu`` runs a ``qemu>=11`` scenario on ``qemu[1]``, where it skipped before)."""
     lone_a: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
     lone_b: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
     for keys, other, lone in ((a, b, lone_a), (b, a, lone_b)):

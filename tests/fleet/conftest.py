@@ -23,7 +23,18 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = [ROOT / "scenarios/basic/smoke.yaml", ROOT / "scenarios/basic/file-backend.yaml"]
 
 
-def qmpgmem(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def qmpgmem(*args: str) -> subprocess.CompletedProcess[str]:
+    """``qmpgmem ARGS`` in this process (click's runner; stdout and stderr apart): compare and
+    aggregate only read files, and a child process per call costs a second of imports."""
+    from click.testing import CliRunner
+
+    from qmpgmem.cli.group import cli
+
+    res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return subprocess.CompletedProcess(list(args), res.exit_code, res.stdout, res.stderr)
+
+
+def qmpgmem_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``qmpgmem ARGS`` in a child process, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "qmpgmem.cli", *args],
@@ -41,7 +52,7 @@ def _kvm_usable() -> bool:
 
 def _made(tmp: Path, name: str, *args: str) -> dict[str, Any]:
     out = tmp / name
-    res = qmpgmem(*args, "--json", str(out))
+    res = qmpgmem_process(*args, "--json", str(out))
     assert out.exists(), res.stdout + res.stderr
     data: dict[str, Any] = json.loads(out.read_text())
     return data
@@ -73,7 +84,7 @@ def contract_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def probe_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("needs qemu-system-x86_64 (make setup installs it)")
-    res = qmpgmem("probe", "--json")
+    res = qmpgmem_process("probe", "--json")
     assert res.returncode == 0, res.stderr
     data: dict[str, Any] = json.loads(res.stdout)
     return data

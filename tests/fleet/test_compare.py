@@ -12,15 +12,19 @@ import pytest
 
 from qmpgmem.report.compare import ChangeKind, Thresholds, compare_reports
 from qmpgmem.report.inputs import read_report
-from tests.fleet.conftest import qmpgmem, result
+from tests.fleet.conftest import qmpgmem, qmpgmem_process, result
 
 Edit = Callable[[dict[str, Any]], None]
 WriteCopy = Callable[..., Path]
 
 
-def compared(base: Path, new: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
-    """Exit code, the JSON comparison, and the tables (stderr) of ``compare BASE NEW``."""
-    res = qmpgmem("compare", str(base), str(new), "--json", "-", *extra)
+def compared(
+    base: Path, new: Path, *extra: str, process: bool = False
+) -> tuple[int, dict[str, Any], str]:
+    """Exit code, the JSON comparison, and the tables (stderr) of ``compare BASE NEW`` (in a
+    child process with ``process``)."""
+    run = qmpgmem_process if process else qmpgmem
+    res = run("compare", str(base), str(new), "--json", "-", *extra)
     assert res.returncode in (0, 1), res.stderr
     return res.returncode, json.loads(res.stdout), res.stderr
 
@@ -45,7 +49,7 @@ def test_one_broken_scenario_is_exactly_one_regression(
 
     base = write_copy(run_report, "base.json")
     new = write_copy(run_report, "new.json", break_smoke)
-    code, doc, text = compared(base, new)
+    code, doc, text = compared(base, new, process=True)
     assert code == 1
     assert doc["regressions"] == 1 and len(doc["changes"]) == 1
     (change,) = doc["changes"]
@@ -250,7 +254,7 @@ def test_mismatched_kinds_are_refused_naming_the_files(
 ) -> None:
     run = write_copy(run_report, "run.json")
     contract = write_copy(contract_report, "contract.json")
-    res = qmpgmem("compare", str(run), str(contract))
+    res = qmpgmem_process("compare", str(run), str(contract))
     assert res.returncode == 2 and res.stdout == ""
     message = res.stderr.strip()
     assert len(message.splitlines()) == 1
