@@ -55,10 +55,6 @@ class LoadedReport:
     kind: InputKind
     doc: RunDocument | ProbeDocument | ContractDocument | BenchDocument
 
-    @property
-    def label(self) -> str:
-        return self.path
-
 
 def json_path(loc: tuple[int | str, ...]) -> str:
     """pydantic's error location as a JSON path: ``("results", 3, "status")`` gives
