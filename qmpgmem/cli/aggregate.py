@@ -31,10 +31,19 @@ _SHORT = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "timeout": "TIME
 
 
 def _reports(paths: tuple[Path, ...]) -> list[Path]:
-    """The files given, a directory standing for its ``*.json`` files (sorted)."""
+    """The files given, a directory standing for its ``*.json`` files (sorted).
+
+    :raise click.UsageError: a directory without any
+    """
     out: list[Path] = []
     for p in paths:
-        out.extend(sorted(p.glob("*.json")) if p.is_dir() else [p])
+        if p.is_dir():
+            found = sorted(p.glob("*.json"))
+            if not found:
+                raise click.UsageError(f"{p} has no *.json report")
+            out.extend(found)
+        else:
+            out.append(p)
     return out
 
 

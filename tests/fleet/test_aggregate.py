@@ -121,6 +121,10 @@ def test_a_directory_stands_for_its_reports(
     assert code == 1 and len(agg["hosts"]) == 4
     assert all(h["class_source"] in ("derived", "baseline classes/legacy.yaml")
                for h in agg["hosts"])  # fmt: skip
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = qmpgmem("aggregate", str(empty))
+    assert res.returncode == 2 and f"{empty} has no *.json report" in res.stderr
 
 
 def test_probe_reports_and_bad_options_are_refused(
