@@ -143,19 +143,21 @@ def _class_of(
     return f"{host.kvm_backend or 'no KVM'} on {cpu}", "derived"
 
 
-def _contract_results(doc: ContractDocument) -> list[tuple[AggregateRow, AggregateCell]]:
+def _contract_results(
+    doc: ContractDocument, path: str
+) -> list[tuple[AggregateRow, AggregateCell]]:
     created = _stamp(doc.created)
     return [
         (
             AggregateRow(id=f"kernel-contract {c.name}", scenario=c.name,
                          engine=CONTRACT, binary=""),
-            AggregateCell(status=c.outcome, reason=c.detail, file="", created=created),
+            AggregateCell(status=c.outcome, reason=c.detail, file=path, created=created),
         )
         for c in doc.checks
     ]
 
 
-def _run_results(doc: RunDocument) -> list[tuple[AggregateRow, AggregateCell]]:
+def _run_results(doc: RunDocument, path: str) -> list[tuple[AggregateRow, AggregateCell]]:
     created = _stamp(doc.created)
     groups: dict[tuple[str, str, str], list[ScenarioResult]] = {}
     for r in doc.results:
@@ -163,14 +165,14 @@ def _run_results(doc: RunDocument) -> list[tuple[AggregateRow, AggregateCell]]:
     out = []
     for (scenario, engine, slot), results in groups.items():
         merged = merge_results(results, doc.host)
-        version = merged.binary.partition(" ")[2] or None
         row_id = f"{scenario} [{engine}, {slot}]" if slot else f"{scenario} [{engine}]"
         out.append(
             (
                 AggregateRow(id=row_id, scenario=scenario, engine=engine, binary=slot),
                 AggregateCell(
                     status=str(merged.status), reason=merged.reason, duration_s=merged.duration_s,
-                    runs=merged.runs, binary_version=version, file="", created=created,
+                    runs=merged.runs, binary_version=merged.binary_version, file=path,
+                    created=created,
                 ),
             )
         )
@@ -222,12 +224,11 @@ def aggregate(
             if not doc.complete:
                 entry.complete = False
                 entry.interrupted.append(doc.interrupted or "incomplete")
-            pairs = _run_results(doc)
+            pairs = _run_results(doc, report.path)
         else:
-            pairs = _contract_results(doc)
+            pairs = _contract_results(doc, report.path)
         for row, cell in pairs:
             rows.setdefault(row.id, row)
-            cell.file = report.path
             by_host = cells.setdefault(row.id, {})
             # the host ran it in two reports: the later report's cell
             if hid in by_host and by_host[hid].created > cell.created:

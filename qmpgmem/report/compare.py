@@ -143,12 +143,8 @@ def binary_slot(result: ScenarioResult, host: HostInfo) -> str:
     return result.qemu
 
 
-def _binary_label(result: ScenarioResult, host: HostInfo) -> str:
-    slot = binary_slot(result, host)
-    for i, q in enumerate(host.qemu):
-        if slot == f"qemu[{i}]" and q.version:
-            return f"{slot} {q.version}"
-    return slot
+def _binary_version(result: ScenarioResult, host: HostInfo) -> str | None:
+    return next((q.version for q in host.qemu if result.qemu and q.path == result.qemu), None)
 
 
 class Merged(BaseModel):
@@ -158,7 +154,9 @@ class Merged(BaseModel):
     reason: str
     duration_s: float | None  # median of the passed repetitions
     runs: int
+    #: the binary's slot and version as shown: "qemu[0] 10.0.2" ("" for the kvm engine)
     binary: str
+    binary_version: str | None
 
 
 def merge_results(results: Sequence[ScenarioResult], host: HostInfo) -> Merged:
@@ -166,12 +164,15 @@ def merge_results(results: Sequence[ScenarioResult], host: HostInfo) -> Merged:
     the passed ones."""
     worst = min(results, key=lambda r: _SEVERITY.index(r.status))
     passed = [r.duration_s for r in results if r.status is Status.PASSED]
+    version = _binary_version(worst, host)
+    slot = binary_slot(worst, host)
     return Merged(
         status=worst.status,
         reason=worst.reason,
         duration_s=statistics.median(passed) if passed else None,
         runs=len(results),
-        binary=_binary_label(worst, host),
+        binary=f"{slot} {version}" if slot and version else slot,
+        binary_version=version,
     )
 
 
