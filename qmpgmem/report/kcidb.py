@@ -142,11 +142,12 @@ def kcidb_data(agg: Aggregate, origin: str = "qmpgmem") -> dict[str, Any]:
             if kcidb_status is None:  # absent from the host's reports, or would-run (a plan)
                 continue
             stamp = (cell.created if cell else host.created[-1]).replace(":", "")
+            path = _path(row)
             test: dict[str, Any] = {
-                "id": f"{origin}:{host.id}:{stamp}:{row.id}",
+                "id": f"{origin}:{host.id}:{stamp}:{path}",
                 "origin": origin,
                 "build_id": build_id,
-                "path": _path(row),
+                "path": path,
                 "status": kcidb_status,
                 "environment": env,
                 "misc": _no_nulls(
