@@ -10,7 +10,7 @@ SID_QEMU_PREFIX := build/qemu-sid
 SID_QEMU := $(SID_QEMU_PREFIX)/qemu-system-x86_64
 SID_QEMU_ARG = $$(test -x $(SID_QEMU) && echo --qemu qemu-system-x86_64 --qemu $(SID_QEMU))
 
-.PHONY: setup run test lint bench clean image sid-qemu lab lab-setup
+.PHONY: setup run test lint bench clean image sid-qemu lab lab-setup browser
 
 setup: $(STAMP) image sid-qemu
 
@@ -31,7 +31,12 @@ image: $(STAMP)
 run: setup
 	$(BIN)/qmpgmem run scenarios/ --engine qemu --engine kvm $(SID_QEMU_ARG)
 
-test: setup
+# Debian's chromium, for the test that opens `aggregate --html` in a headless browser; not in
+# setup (about 100 MB), only for the tests. Without root it warns and that test skips.
+browser:
+	@bash tools/install-browser.sh
+
+test: setup browser
 	QMPGMEM_EXTRA_QEMU=$$(test -x $(SID_QEMU) && realpath $(SID_QEMU)) \
 	  $(BIN)/pytest -q -ra --junitxml=build/junit.xml
 

@@ -16,7 +16,9 @@ import pytest
 from qmpgmem.cli.group import cli
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-_COMMAND = re.compile(r"(?<![\w-])qmpgmem ((?:run|probe|validate|kernel-contract|lab run)\b.*)")
+_COMMAND = re.compile(
+    r"(?<![\w-])qmpgmem ((?:run|probe|validate|kernel-contract|lab run|compare|aggregate)\b.*)"
+)
 
 
 def command_lines(text: str) -> list[str]:
@@ -36,7 +38,7 @@ def command_lines(text: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("doc", ["docs/ci.md", "docs/running.md", "README.md"])
+@pytest.mark.parametrize("doc", ["docs/ci.md", "docs/running.md", "docs/fleet.md", "README.md"])
 def test_documented_commands_parse(doc: str) -> None:
     lines = command_lines((DOCS.parent / doc).read_text())
     assert len(lines) >= (10 if doc == "docs/ci.md" else 1), lines

@@ -83,4 +83,4 @@ def cli(verbose: int) -> None:
 
 
 # Command modules register themselves on ``cli``; add a command by adding its import here.
-from qmpgmem.cli import contract, fuzz, image, lab, probe, run, schema, validate  # noqa: E402, F401
+from qmpgmem.cli import aggregate, compare, contract, fuzz, image, lab, probe, run, schema, validate  # noqa: E402, F401
