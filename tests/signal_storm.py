@@ -70,6 +70,28 @@ def _qemus_with_tmpdir(tmpdir: str) -> list[int]:
     return found
 
 
+def _caught_signals(pid: int) -> int:
+    """The process's SigCgt mask (signals with a handler), 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def _wait_for_handlers(pid: int, deadline: float) -> None:
+    """Until qmpgmem's handlers exist: SIGTERM's is installed with SIGINT's and SIGHUP's
+    (SIGINT has Python's own from the start, so its bit says nothing)."""
+    bit = 1 << (int(signal.SIGTERM) - 1)
+    while time.monotonic() < deadline:
+        if _caught_signals(pid) & bit or not Path(f"/proc/{pid}").exists():
+            return
+        time.sleep(0.002)
+
+
 def storm_once(
     delay_s: float,
     sig: signal.Signals = signal.SIGTERM,
@@ -92,7 +114,11 @@ def storm_once(
         text=True,
     )
     try:
-        time.sleep(delay_s)
+        # The moment counts from exec, but never before qmpgmem's handlers exist: before
+        # that, Python's own start-up has the default actions (docs/performance.md,
+        # signals), and on a loaded machine start-up alone outlasts the shortest moment.
+        _wait_for_handlers(proc.pid, deadline=t0 + 30)
+        time.sleep(max(0.0, delay_s - (time.monotonic() - t0)))
         if proc.poll() is None:
             proc.send_signal(sig)
             if second_after_s is not None:
