@@ -139,23 +139,29 @@ def _check(offset: int, size: int) -> None:
         raise ValueError(f"offset {offset:#x} and size {size:#x} must be multiples of {WORD}")
 
 
+@functools.lru_cache(maxsize=1024)
 def pattern_hash(seed: int, offset: int, size: int) -> int:
-    """:func:`qmpgmem.guest.protocol.pattern_hash`, at the helper's speed."""
+    """:func:`qmpgmem.guest.protocol.pattern_hash`, at the helper's speed; remembered, as a
+    scenario checks the same range again (a verify, then the host's read of it)."""
     _check(offset, size)
     return finish_hash(hasher().pattern_acc(seed, offset, size // WORD), size // WORD)
 
 
+@functools.lru_cache(maxsize=1024)
 def zero_hash(size: int) -> int:
-    """:func:`qmpgmem.guest.protocol.zero_hash`, at the helper's speed."""
+    """:func:`qmpgmem.guest.protocol.zero_hash`, at the helper's speed; remembered."""
     _check(0, size)
     return finish_hash(hasher().zero_acc(size // WORD), size // WORD)
 
 
-def hash_address(addr: int, size: int, populate: bool = True) -> int:
+def hash_address(addr: int, size: int, populate: bool = False) -> int:
     """The range hash of ``size`` bytes mapped at ``addr`` in this process, read in place.
 
-    :raise OSError: ``populate`` and the kernel refused to fault a page in (EFAULT: memory
-        the host may not touch, such as private guest_memfd pages).
+    ``populate``: fault the pages in first (MADV_POPULATE_READ), so a page the host may not
+    touch (private guest_memfd) is an OSError, not a SIGBUS. It costs about as much as the
+    hash again on pages already mapped, so only where such pages can exist.
+
+    :raise OSError: ``populate`` and the kernel refused to fault a page in (EFAULT).
     """
     _check(0, size)
     return finish_hash(hasher().memory_acc(addr, size // WORD, 0, populate), size // WORD)

@@ -32,10 +32,12 @@ import time
 from pathlib import Path
 from typing import Final
 
+from qmpgmem import fasthash
 from qmpgmem.engines.base import (
     Engine,
     GuestJob,
     GuestRange,
+    HostHash,
     JobResult,
     RunArtifacts,
     run_guest_jobs,
@@ -504,6 +506,32 @@ class KvmEngine(Engine):
         if rng.size > _BIG_COPY:
             return await asyncio.to_thread(mapping.read, rng.offset, rng.size)
         return mapping.read(rng.offset, rng.size)
+
+    async def host_hash(self, rng: GuestRange) -> HostHash:
+        """The region's own mapping hashed in place. Where the mapping is a guest_memfd of a
+        VM with private memory its pages are faulted in first, so a private page is an
+        error of the step rather than a SIGBUS of the whole process."""
+        placed = self._host_placed(rng)
+        if placed.in_place:
+            via = "guest_memfd mmap"
+        elif placed.gmem is not None:
+            via = "guest_memfd's shared mapping"
+        else:
+            via = f"{placed.region.backend} mapping"
+        addr = placed.mapping.address(rng.offset, rng.size)
+        populate = placed.in_place and self._private_mem
+        try:
+            if rng.size > _BIG_COPY:
+                value = await asyncio.to_thread(fasthash.hash_address, addr, rng.size, populate)
+            else:
+                value = fasthash.hash_address(addr, rng.size, populate)
+        except OSError as exc:
+            raise EngineError(
+                f"region {rng.region}: the kernel would not fault in "
+                f"[{rng.offset:#x}, {rng.offset + rng.size:#x}) for the host ({exc.strerror}); "
+                "private guest_memfd pages are not the host's to read"
+            ) from exc
+        return HostHash(value, via)
 
     async def host_write(self, rng: GuestRange, data: bytes) -> None:
         if len(data) != rng.size:
