@@ -2,9 +2,10 @@
 
 Why: the JSON that every bench script writes (``--json``, bench/jsonout.py) carries the host
 fingerprint, so a comparison first says whether the two runs come from the same host and
-setup, then which figures moved.
+setup, then which figures moved. With one file it prints that run's Markdown table again
+(what docs/performance.md quotes), with the host and the date.
 
-Usage: .venv/bin/python bench/compare.py A.json B.json
+Usage: .venv/bin/python bench/compare.py [A.json] B.json
 """
 
 from __future__ import annotations
@@ -30,7 +31,24 @@ def numbers(value: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
             yield from numbers(sub, f"{prefix}.{key}" if prefix else str(key))
 
 
+def table(doc: dict[str, Any]) -> int:
+    host = doc["host"]
+    print(
+        f"{doc['bench']}, {doc['created']}: {host['cpu_model']} ({host['cpu']}), Linux "
+        f"{host['kernel_release']}, KVM backend {host['kvm_backend']}, QEMU {host['qemu_version']}"
+    )
+    rows = doc.get("table") or []
+    if rows:
+        columns = list(rows[0])
+        print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+        for row in rows:
+            print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 1:
+        return table(json.loads(Path(argv[0]).read_text()))
     if len(argv) != 2:
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
         return 2
