@@ -508,30 +508,20 @@ class KvmEngine(Engine):
         return mapping.read(rng.offset, rng.size)
 
     async def host_hash(self, rng: GuestRange) -> HostHash:
-        """The region's own mapping hashed in place. Where the mapping is a guest_memfd of a
-        VM with private memory its pages are faulted in first, so a private page is an
-        error of the step rather than a SIGBUS of the whole process."""
+        """The region's own mapping hashed in place; faulted in first where private
+        guest_memfd pages can be, so one is an error of the step, not a SIGBUS."""
         placed = self._host_placed(rng)
-        if placed.in_place:
-            via = "guest_memfd mmap"
-        elif placed.gmem is not None:
-            via = "guest_memfd's shared mapping"
-        else:
-            via = f"{placed.region.backend} mapping"
         addr = placed.mapping.address(rng.offset, rng.size)
         populate = placed.in_place and self._private_mem
         try:
-            if rng.size > _BIG_COPY:
-                value = await asyncio.to_thread(fasthash.hash_address, addr, rng.size, populate)
-            else:
-                value = fasthash.hash_address(addr, rng.size, populate)
+            value = await asyncio.to_thread(fasthash.hash_address, addr, rng.size, populate)
         except OSError as exc:
             raise EngineError(
-                f"region {rng.region}: the kernel would not fault in "
-                f"[{rng.offset:#x}, {rng.offset + rng.size:#x}) for the host ({exc.strerror}); "
-                "private guest_memfd pages are not the host's to read"
+                f"region {rng.region}: the kernel would not fault [{rng.offset:#x}, "
+                f"{rng.offset + rng.size:#x}) in for the host ({exc.strerror}); private "
+                "guest_memfd pages are not the host's to read"
             ) from exc
-        return HostHash(value, via)
+        return HostHash(value, placed.host_view)
 
     async def host_write(self, rng: GuestRange, data: bytes) -> None:
         if len(data) != rng.size:

@@ -21,7 +21,6 @@ import json
 import logging
 import shlex
 import time
-import weakref
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -328,6 +327,8 @@ class QemuEngine(Engine):
             self._transcript.close()
             await self.process.close()
             _LIVE.discard(self.process)
+            if self._ram is not None:  # host_hash's mappings keep QEMU's memory alive
+                self._ram.close()
             for backing in self._backing:
                 backing.close()
 
@@ -426,7 +427,6 @@ class QemuEngine(Engine):
             ram = self._ram
             if ram is None or ram.pid != proc.pid:
                 ram = self._ram = QemuRam(proc.pid, (f.fd for f in self._backing))
-                weakref.finalize(self, ram.close)  # its mappings end with the engine
             args = (parse_ramblocks(text), rng.region, rng.offset, rng.size)
             try:
                 hit = await asyncio.to_thread(ram.hash, *args)

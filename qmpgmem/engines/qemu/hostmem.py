@@ -26,6 +26,7 @@ import contextlib
 import mmap
 import os
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,9 @@ class QemuRam:
         self.pid = pid
         self.own_fds = tuple(own_fds)
         self._maps: dict[Vma, tuple[mmap.mmap, int, str]] = {}
+        #: held while a hash reads a mapping: close() waits for it (a hash whose step timed
+        #: out still runs in its thread; unmapping under it would crash the process)
+        self._busy = threading.Lock()
 
     def _open(self, vma: Vma) -> tuple[int, str] | None:
         """An fd of the mapping's file (the caller closes it), and the path's name."""
@@ -220,6 +224,10 @@ class QemuRam:
 
         :raise OSError: a path was found but reading through it failed.
         """
+        with self._busy:
+            return self._hash(blocks, block, offset, size)
+
+    def _hash(self, blocks: list[RamBlock], block: str, offset: int, size: int) -> HostRead | None:
         rb = next((b for b in blocks if b.name == block), None)
         if rb is None or offset + size > rb.used or size % WORD:
             return None
@@ -234,6 +242,8 @@ class QemuRam:
         return HostRead(fasthash.hash_address(base + addr - vma.start, size), via)
 
     def close(self) -> None:
-        maps, self._maps = self._maps, {}
-        for m, _, _ in maps.values():
-            m.close()
+        """Unmap everything, once no hash is reading (idempotent)."""
+        with self._busy:
+            maps, self._maps = self._maps, {}
+            for m, _, _ in maps.values():
+                m.close()
