@@ -12,6 +12,8 @@ import ctypes
 import mmap
 import os
 import random
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ import pytest
 
 from qmpgmem import fasthash
 from qmpgmem.fasthash import CompiledHasher, NumpyHasher
-from qmpgmem.fasthash.build import load
+from qmpgmem.fasthash.build import CFLAGS, load, source_path
 from qmpgmem.guest import protocol as p
 
 M = (1 << 64) - 1
@@ -130,3 +132,13 @@ def test_build_caches_by_source_digest(tmp_path: Path) -> None:
     again = load(tmp_path)
     assert again.path == first.path and first.path.stat().st_mtime_ns == mtime  # not rebuilt
     assert [f.name for f in tmp_path.iterdir()] == [first.path.name]  # no temporaries left
+
+
+def test_the_helper_compiles_without_a_warning(tmp_path: Path) -> None:
+    """The runtime build does not stop at warnings (a newer gcc must not cost the helper),
+    so they are caught here instead."""
+    if shutil.which("gcc") is None:
+        pytest.skip("no gcc")
+    argv = ["gcc", *CFLAGS, "-Werror", "-o", str(tmp_path / "h.so"), str(source_path())]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
