@@ -278,9 +278,7 @@ class StepRunner:
             return _Want([want], text)
         view = "guest" if isinstance(step, GuestVerify) else "host"
         predicted = (
-            self.model.expected(rng.region, rng.offset, rng.size, view=view)
-            if self.model
-            else None
+            self.model.expected(rng.region, rng.offset, rng.size, view=view) if self.model else None
         )
         if predicted is None:
             return _Want([], NOT_PREDICTED)

@@ -109,3 +109,22 @@ async def test_what_no_block_holds_is_left_to_pmemsave(qemu_binary: str) -> None
                 os.close(fd)
         finally:
             ram.close()
+
+
+@pytest.mark.qemu
+@pytest.mark.usefixtures("kvm_available", "no_leftovers")
+async def test_a_qemu_refusing_x_query_ramblock_is_read_with_pmemsave(qemu_binary: str) -> None:
+    """``-compat unstable-input=reject`` makes QEMU refuse x- commands: pmemsave remains."""
+    vm = VmSpec.model_validate(
+        {
+            "machine": "microvm",
+            "memory": [REGIONS[0][0]],
+            "qemu_args": ["-compat", "unstable-input=reject"],
+        }
+    )
+    eng = QemuEngine(vm, qemu_binary=qemu_binary, accel="kvm", boot_image=guest_image("rom"))
+    async with eng:
+        rng = eng.resolve("memfd", 0x1000, 0x10000)
+        await eng.guest_write(rng, 21)
+        got = await eng.host_hash(rng)
+        assert (got.value, got.via) == (protocol.pattern_hash(21, 0x1000, 0x10000), "pmemsave")
