@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from jsonout import write_json
 
 from qmpgmem.lab.build import find_kernel
 from qmpgmem.lab.machine import LabConfig, LabMachine
@@ -85,7 +86,7 @@ def main() -> None:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+        write_json(args.json, "lab", r, rows, ("figure", "value", "beside"), repeat=args.repeat)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import statistics
 import time
@@ -17,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from figures import median_latency, memory_figures
+from jsonout import write_json
 
 from qmpgmem.engines.qemu.engine import QemuEngine
 from qmpgmem.guest.image import guest_image
@@ -163,6 +163,12 @@ async def main() -> None:
             f"{gib / k['host_read_s']:.2f} GiB/s; "
             f"{k['host_read_s'] / k['hash_s']:.1f}x the guest's own hash",
         ),
+        (
+            "host read 64 MiB in place (map_files, hashed), KVM",
+            k["host_hash_s"],
+            f"{gib / k['host_hash_s']:.2f} GiB/s; {k['host_read_s'] / k['host_hash_s']:.0f}x "
+            "pmemsave's copy (not hashed) above",
+        ),
     ]
     rows += [
         ("scenario throughput: basic-smoke, qemu engine (KVM)", r["smoke_qemu"],
@@ -174,11 +180,11 @@ async def main() -> None:
     print(f"median of {n} runs (throughput: mean of {4 * n} runs)\n")
     print("| figure | median | beside the baseline |")
     print("|---|---:|---|")
-    for name, secs, note in rows:
-        print(f"| {name} | {secs * 1e3:.3f} ms | {note} |")
+    table = [(name, f"{secs * 1e3:.3f} ms", note) for name, secs, note in rows]
+    for row in table:
+        print("| " + " | ".join(row) + " |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=2)
+        write_json(args.json, "run_all", r, table, ("figure", "median", "beside the baseline"))
 
 
 if __name__ == "__main__":

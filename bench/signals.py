@@ -19,6 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from jsonout import write_json
+
 from tests.signal_storm import StormRun, storm_once
 
 # Before main() installs its handlers (interpreter start-up and the first imports: 30-40 ms
@@ -63,7 +65,7 @@ def main() -> None:
     }
     print(json.dumps(figures, indent=2))
     if args.json:
-        args.json.write_text(json.dumps({"figures": figures}, indent=2) + "\n")
+        write_json(args.json, "signals", figures, runs=args.runs, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jsonout import write_json
 from ruamel.yaml import YAML
 from ruamel.yaml.events import StreamEndEvent
 
@@ -164,19 +164,15 @@ def main() -> int:
         f"{bomb_seconds * 1000:.1f} ms | peak {bomb_peak / 1024:.0f} KiB traced |"
     )
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "rows": rows,
-                    "cli_seconds": cli_seconds,
-                    "description_s": description,
-                    "description_ruamel_rt_s": description_old,
-                    "alias_bomb_s": bomb_seconds,
-                    "alias_bomb_peak_bytes": bomb_peak,
-                },
-                indent=2,
-            )
-        )
+        figures = {
+            "rows": rows,
+            "cli_seconds": cli_seconds,
+            "description_s": description,
+            "description_ruamel_rt_s": description_old,
+            "alias_bomb_s": bomb_seconds,
+            "alias_bomb_peak_bytes": bomb_peak,
+        }
+        write_json(args.json, "validate", figures)
     return 0
 
 

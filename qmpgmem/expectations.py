@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from qmpgmem import fasthash
 from qmpgmem.engines.base import GuestRange
 from qmpgmem.errors import QmpgmemError
-from qmpgmem.guest import protocol
 from qmpgmem.report.match import subset_mismatch
 from qmpgmem.scenario.model import AnyOfExpect, GuestConvert, PatternExpect, QmpCommand, Range
 
@@ -33,8 +33,8 @@ def describe_range(r: Range | GuestRange) -> str:
 def stated_hash(expect: PatternExpect | Literal["zero"], offset: int, size: int) -> tuple[int, str]:
     """The hash a written expectation stands for, and how to say it."""
     if isinstance(expect, PatternExpect):
-        return protocol.pattern_hash(expect.pattern, offset, size), f"pattern seed {expect.pattern}"
-    return protocol.zero_hash(size), "zeros"
+        return fasthash.pattern_hash(expect.pattern, offset, size), f"pattern seed {expect.pattern}"
+    return fasthash.zero_hash(size), "zeros"
 
 
 def check_hash(action: str, rng: GuestRange, want: int, text: str, seen: int, who: str) -> None:

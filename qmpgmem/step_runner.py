@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from qmpgmem.engines.base import Engine, GuestJob, GuestRange
@@ -95,6 +96,23 @@ def unchecked_warnings(steps: list[Step], results: list[StepResult]) -> list[str
     ]
 
 
+@dataclass(frozen=True)
+class _Want:
+    """What a verify or a host read must see: ``hashes`` (None: the previous observation;
+    empty: nothing the model can predict), the words for it, and where it came from."""
+
+    hashes: list[int] | None
+    text: str
+    computed: bool = False
+    any_of: bool = False
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Retrieve a background expectation nobody awaits (its step already ended)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class StepRunner:
     """Runs steps on ``engine`` in order, judging each; the model follows every passed step."""
 
@@ -144,12 +162,17 @@ class StepRunner:
             await engine.host_write(rng, protocol.pattern_bytes(step.seed, rng.offset, rng.size))
         elif isinstance(step, GuestVerify | HostRead):
             rng = self._resolve(engine, step.range)
-            if isinstance(step, GuestVerify):
-                seen = await engine.guest_hash(rng)
-            else:
-                data = await engine.host_read(rng)
-                seen = await asyncio.to_thread(protocol.hash_bytes, data)
-            self._judge_hash(step, rng, seen, res)
+            wanting = asyncio.ensure_future(asyncio.to_thread(self._expectation, step, rng))
+            try:
+                if isinstance(step, GuestVerify):
+                    seen = await engine.guest_hash(rng)
+                else:
+                    got = await engine.host_hash(rng)
+                    seen, res.via = got.value, got.via
+            except BaseException:
+                wanting.add_done_callback(_consume)
+                raise
+            self._judge_hash(step, rng, seen, res, await wanting)
         elif isinstance(step, GuestConvert):
             rng = self._resolve(engine, step.range)
             ret = await engine.guest_convert(rng, step.to == "private")
@@ -238,42 +261,61 @@ class StepRunner:
     def _resolve(engine: Engine, r: Range) -> GuestRange:
         return engine.resolve(r.region, r.offset, r.size)
 
+    def _expectation(self, step: GuestVerify | HostRead, rng: GuestRange) -> _Want:
+        """The hashes the file's expectation or the model's prediction stands for.
+
+        Why apart from judging: computing them over a large range costs about as much as the
+        observation itself, so :meth:`_apply` runs this while the guest or the host reads.
+        """
+        exp = step.expect
+        if exp == "unchanged":
+            return _Want(None, "the content seen at the previous observation")
+        if isinstance(exp, AnyOfExpect):
+            wants, text = stated_hashes(exp, rng.offset, rng.size)
+            return _Want(wants, text, any_of=True)
+        if exp is not None:
+            want, text = stated_hash(exp, rng.offset, rng.size)
+            return _Want([want], text)
+        view = "guest" if isinstance(step, GuestVerify) else "host"
+        predicted = (
+            self.model.expected(rng.region, rng.offset, rng.size, view=view) if self.model else None
+        )
+        if predicted is None:
+            return _Want([], NOT_PREDICTED)
+        want, text = predicted
+        return _Want([want], text, computed=True)
+
     def _judge_hash(
-        self, step: GuestVerify | HostRead, rng: GuestRange, seen: int, res: StepResult
+        self,
+        step: GuestVerify | HostRead,
+        rng: GuestRange,
+        seen: int,
+        res: StepResult,
+        want: _Want | None = None,
     ) -> None:
-        """Pick the expectation (file, previous observation, model) and check ``seen``."""
+        """Check ``seen`` against the expectation (computed here unless ``want`` is given)."""
+        want = want if want is not None else self._expectation(step, rng)
         key = (rng.region, rng.offset, rng.size)
         previous = self.observed.get(key)
         self.observed[key] = seen
         res.seen = f"{seen:#018x}"
-        exp = step.expect
-        if exp == "unchanged":
+        who = "the guest" if isinstance(step, GuestVerify) else "the host"
+        if want.hashes is None:  # unchanged
             if previous is None:
                 raise StepFailed(
                     f"{describe_range(rng)}: 'unchanged' needs an earlier "
                     "guest.verify or host.read of the same range"
                 )
-            want, text = previous, "the content seen at the previous observation"
-        elif isinstance(exp, AnyOfExpect):
-            wants, text = stated_hashes(exp, rng.offset, rng.size)
-            res.expected = text
-            who = "the guest" if isinstance(step, GuestVerify) else "the host"
-            check_any_hash(step.action, rng, wants, text, seen, who)
+            hashes = [previous]
+        elif want.any_of:
+            res.expected = want.text
+            check_any_hash(step.action, rng, want.hashes, want.text, seen, who)
             return
-        elif exp is not None:
-            want, text = stated_hash(exp, rng.offset, rng.size)
+        elif not want.hashes:
+            res.message = NOT_PREDICTED
+            return
         else:
-            view = "guest" if isinstance(step, GuestVerify) else "host"
-            predicted = (
-                self.model.expected(rng.region, rng.offset, rng.size, view=view)
-                if self.model
-                else None
-            )
-            if predicted is None:
-                res.message = NOT_PREDICTED
-                return
-            want, text = predicted
-            res.computed = True
-        res.expected = f"{want:#018x} ({text})"
-        who = "the guest" if isinstance(step, GuestVerify) else "the host"
-        check_hash(step.action, rng, want, text, seen, who)
+            hashes = want.hashes
+        res.computed = want.computed
+        res.expected = f"{hashes[0]:#018x} ({want.text})"
+        check_hash(step.action, rng, hashes[0], want.text, seen, who)

@@ -42,5 +42,12 @@ async def test_smoke_scenarios_hash_identically_on_both_engines(tmp_path: Path) 
         seen_q = [(s.index, s.seen) for s in q.steps if s.seen]
         seen_k = [(s.index, s.seen) for s in k.steps if s.seen]
         assert seen_q == seen_k, name
+        # each host.read read the pages in place, and the report names the path
+        assert {s.via for s in q.steps if s.action == "host.read"} <= {"map_files", "backend file"}
+        assert {s.via for s in k.steps if s.action == "host.read"} <= {
+            "memfd mapping",
+            "file mapping",
+        }
+        assert all(s.via is None for s in q.steps + k.steps if s.action != "host.read")
         compared += len(seen_q)
     assert compared >= 10

@@ -183,5 +183,9 @@ def test_the_installed_wheel_runs_a_shipped_scenario(tmp_path: Path) -> None:
     assert results and all(r["status"] == "passed" for r in results), results
     built = cache / "qmpgmem" / "microguest" / digest
     assert (built / image.OUTPUTS["rom"]).stat().st_size == image.ROM_SIZE
+    # The range-hash helper's source is shipped too: the run compiled it into the cache.
+    hasher = "from qmpgmem import fasthash; print(fasthash.hasher().name)"
+    assert _run([venv / "bin/python", "-c", hasher], elsewhere, run_env).startswith("compiled")
+    assert list((cache / "qmpgmem" / "fasthash").glob("rangehash-*.so"))
     timings["run"] = time.monotonic() - start - timings["build"] - timings["install"]
     print("wheel test timings:", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))

@@ -18,12 +18,16 @@ def image() -> None:
 
 @image.command()
 def build() -> None:
-    """Build both images now (make setup does this), and print where they are."""
+    """Build both images and the host's hash helper now (make setup does this), and print
+    where they are."""
+    from qmpgmem.fasthash.build import load
     from qmpgmem.guest.image import guest_image, image_sources_digest
 
     for kind in ("rom", "pvh"):
         click.echo(f"{kind}: {guest_image(kind)}")
     click.echo(f"sources digest: {image_sources_digest()}")
+    # the host's range-hash helper, built with the same gcc (numpy stands in without it)
+    click.echo(f"hash helper: {load().reason}")
 
 
 @image.command()

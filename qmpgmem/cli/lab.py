@@ -200,8 +200,11 @@ def _boot(
     from qmpgmem.lab.machine import LabConfig, LabError, LabMachine
 
     kernel = _lab_kernel(opts["series"])
+    from qmpgmem.fasthash.build import load as load_hash_helper
+
     for kind in ("rom", "pvh"):  # L1 sees the host's cache read-only: build images here
         guest_image(kind)
+    load_hash_helper()  # and the hash helper (else L1 compiles its own, under TCG)
     config = LabConfig(
         kernel=kernel,
         qemu=opts["l1_qemu"],

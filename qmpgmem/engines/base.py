@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from qmpgmem import fasthash
 from qmpgmem.errors import GuestProtocolError, UnsupportedStep
 from qmpgmem.guest import protocol
 
@@ -83,6 +84,15 @@ async def run_guest_jobs(channel: GuestChannel, jobs: list[GuestJob]) -> list[Jo
     return results
 
 
+@dataclass(frozen=True)
+class HostHash:
+    """The host's hash of a range, and which path read the memory (the report says it:
+    ``map_files``, ``backend file``, ``guest_memfd mmap``, ``pmemsave``, ...)."""
+
+    value: int
+    via: str
+
+
 @dataclass
 class RunArtifacts:
     """Files an engine leaves in the run directory; kept on failure, listed in reports."""
@@ -137,7 +147,18 @@ class Engine(abc.ABC):
 
     # -- host side -------------------------------------------------------------------------
     async def host_read(self, rng: GuestRange) -> bytes:
+        """A copy of the range as the host sees it (tests, small excerpts)."""
         raise UnsupportedStep(f"engine {self.name} cannot read guest memory from the host")
+
+    async def host_hash(self, rng: GuestRange) -> HostHash:
+        """The range hash of what the host sees: what ``host.read`` judges.
+
+        Why apart from :meth:`host_read`: an engine that can reach the memory in place hashes
+        it there at memory speed instead of copying hundreds of MiB first; this default
+        hashes :meth:`host_read`'s copy.
+        """
+        data = await self.host_read(rng)
+        return HostHash(await asyncio.to_thread(fasthash.hash_buffer, data), "copy")
 
     async def host_write(self, rng: GuestRange, data: bytes) -> None:
         raise UnsupportedStep(f"engine {self.name} cannot write guest memory from the host")

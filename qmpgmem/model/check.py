@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qmpgmem.guest import protocol
+from qmpgmem import fasthash
 from qmpgmem.model.memory import MemoryModel, View
 from qmpgmem.model.steps import apply_step, context_for_vm, model_for_vm
 from qmpgmem.scenario.model import (
@@ -76,9 +76,9 @@ def _disagreement(model: MemoryModel, step: Step, which: str) -> str | None:
     exp = step.expect
     options = exp.any_of if isinstance(exp, AnyOfExpect) else [exp]
     stated = [
-        protocol.pattern_hash(e.pattern, rng.offset, rng.size)
+        fasthash.pattern_hash(e.pattern, rng.offset, rng.size)
         if isinstance(e, PatternExpect)
-        else protocol.zero_hash(rng.size)
+        else fasthash.zero_hash(rng.size)
         for e in options
     ]
     if predicted in stated:

@@ -40,6 +40,8 @@ class StepResult(BaseModel):
     expected: str | None = None
     seen: str | None = None
     computed: bool = False  # the expectation came from the memory model, not the file
+    #: which path read the memory of a host.read (map_files, guest_memfd mmap, pmemsave, ...)
+    via: str | None = None
 
 
 class HostInfo(BaseModel):

@@ -73,6 +73,15 @@ class Placed:
     def size(self) -> int:
         return self.region.size
 
+    @property
+    def host_view(self) -> str:
+        """What the host reads, as a host.read's ``via`` says it."""
+        if self.in_place:
+            return "guest_memfd mmap"
+        if self.gmem is not None:
+            return "guest_memfd's shared mapping"
+        return f"{self.region.backend} mapping"
+
     def contains(self, gpa: int, size: int) -> bool:
         return self.gpa <= gpa and gpa + size <= self.gpa + self.size
 

@@ -90,6 +90,10 @@ class Mapping:
             raise ValueError(f"range {offset:#x}+{size:#x} outside a mapping of {self.size:#x}")
         return self.addr + offset
 
+    def address(self, offset: int, size: int) -> int:
+        """Where ``[offset, offset+size)`` is in this process (bounds-checked), to read in place."""
+        return self._check(offset, size)
+
     def read(self, offset: int, size: int) -> bytes:
         return sys.read_at(self._check(offset, size), size)
 

@@ -28,16 +28,19 @@ from typing import Any, TypeVar
 from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 from qemu.qmp.qmp_client import ExecInterruptedError
 
+from qmpgmem import fasthash
 from qmpgmem.engines.base import (
     Engine,
     GuestJob,
     GuestRange,
+    HostHash,
     JobResult,
     RunArtifacts,
     run_guest_jobs,
 )
 from qmpgmem.engines.layout import Layout, place_regions
 from qmpgmem.engines.qemu.argv import BootImage, GuestMemfdPlan, boot_kind, build_argv
+from qmpgmem.engines.qemu.hostmem import QemuRam, parse_ramblocks
 from qmpgmem.engines.qemu.process import QemuProcess
 from qmpgmem.errors import EngineError, VMExitedError, VMLaunchError
 from qmpgmem.guest.channel import GuestChannel
@@ -108,6 +111,7 @@ class QemuEngine(Engine):
         self._transcript = open(self.process.run_dir / "qmp.jsonl", "a", buffering=1)  # noqa: SIM115
         self._t0 = time.monotonic()
         self._pmem_count = 0
+        self._ram: QemuRam | None = None  # host_hash's mappings of QEMU's RAM, made on first use
         self._stopped = False
         #: the vCPUs are paused (stop), and a reset while paused waits for the next cont
         self._paused = False
@@ -323,6 +327,8 @@ class QemuEngine(Engine):
             self._transcript.close()
             await self.process.close()
             _LIVE.discard(self.process)
+            if self._ram is not None:  # host_hash's mappings keep QEMU's memory alive
+                self._ram.close()
             for backing in self._backing:
                 backing.close()
 
@@ -407,6 +413,30 @@ class QemuEngine(Engine):
             return await asyncio.to_thread(Path(path).read_bytes)
         finally:
             path.unlink(missing_ok=True)
+
+    async def host_hash(self, rng: GuestRange) -> HostHash:
+        """The region's RAM block hashed in place where it can be mapped (engines/qemu/
+        hostmem.py), else ``pmemsave``; the result names the path."""
+        proc = self.process.proc
+        if proc is not None and proc.returncode is None:
+            try:
+                reply = await self._execute("x-query-ramblock")
+            except ExecuteError:  # a QEMU without it: pmemsave
+                reply = None
+            text = reply.get("human-readable-text", "") if isinstance(reply, dict) else ""
+            ram = self._ram
+            if ram is None or ram.pid != proc.pid:
+                ram = self._ram = QemuRam(proc.pid, (f.fd for f in self._backing))
+            args = (parse_ramblocks(text), rng.region, rng.offset, rng.size)
+            try:
+                hit = await asyncio.to_thread(ram.hash, *args)
+            except OSError as exc:
+                log.warning("reading %s in place failed, using pmemsave: %s", rng.region, exc)
+                hit = None
+            if hit is not None:
+                return HostHash(hit.value, hit.via)
+        data = await self.host_read(rng)
+        return HostHash(await asyncio.to_thread(fasthash.hash_buffer, data), "pmemsave")
 
     async def sleep(self, seconds: float) -> None:
         await self._guard(asyncio.sleep(seconds), "sleeping")
