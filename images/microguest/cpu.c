@@ -6,7 +6,8 @@
 #include "microguest.h"
 
 extern const u64 mg_fault_stubs[32];
-extern char mg_gate[];
+extern char mg_gate[], mg_nmi[];
+extern volatile u32 mg_wakeups; /* NMIs taken (entry.S) */
 
 static enum mg_vendor vendor;
 static int use_vmmcall; /* AMD and Hygon (SVM) */
@@ -27,6 +28,7 @@ static void idt_setup(void)
     memset((void *)(usize)MG_IDT, 0, 256 * 16);
     for (unsigned v = 0; v < 32; v++)
         set_gate(v, (const void *)mg_fault_stubs[v], 0);
+    set_gate(MG_VEC_NMI, mg_nmi, 0);
     set_gate(MG_VEC_GATE, mg_gate, 3);
     set_gate(MG_VEC_GATE_ALT, mg_gate, 3);
 }
@@ -97,4 +99,27 @@ s64 cpu_hypercall(u64 nr, u64 a0, u64 a1, u64 a2)
     u64 fn = use_vmmcall ? MG_GATE_VMMCALL : MG_GATE_VMCALL;
     __asm__ volatile("int3" : "+a"(ret) : "D"(fn), "b"(a0), "c"(a1), "d"(a2), "S"(0ULL) : "memory");
     return (s64)ret;
+}
+
+/*
+ * Route COM1's IRQ to this vCPU as an NMI: IOAPIC redirection entry MG_COM1_GSI, delivery
+ * mode NMI, edge, physical destination = our APIC ID. Written through the identity map at
+ * CPL3 (MMIO: one exit each). Where no IOAPIC answers (the kvm engine) the writes go nowhere.
+ */
+void cpu_route_wakeup(u32 apic_id)
+{
+    volatile u32 *sel = (volatile u32 *)(usize)MG_IOAPIC_BASE;
+    volatile u32 *win = (volatile u32 *)(usize)(MG_IOAPIC_BASE + 0x10);
+    *sel = 0x10 + 2 * MG_COM1_GSI + 1;
+    *win = apic_id << 24;
+    *sel = 0x10 + 2 * MG_COM1_GSI;
+    *win = 0x400 | MG_VEC_NMI; /* NMI, physical, active high, edge, unmasked */
+}
+
+u32 cpu_wakeups(void) { return mg_wakeups; }
+
+/* Sleep until the next wake-up, unless one came after `seen` was read (see entry.S). */
+void cpu_idle(u32 seen)
+{
+    __asm__ volatile("int3" : : "D"(MG_GATE_IDLE), "S"((u64)seen) : "memory");
 }

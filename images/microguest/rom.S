@@ -43,7 +43,8 @@ mg_rom_user_entry:
     .long MG_SYS_SIZE               /* 0x18 size of the guest's reserved area */
     .long MG_PAYLOAD                /* 0x1c where the payload runs */
     .long mg_payload_bytes          /* 0x20 its size in the ROM (at offset 0) */
-    .fill 0x30 - 0x24, 1, 0         /* 0x24 reserved, zero */
+    .long mg_idle_end               /* 0x24 RIP after the idle hlt (0: the guest never idles) */
+    .fill 0x30 - 0x28, 1, 0         /* 0x28 reserved, zero */
 
     .section .reset, "ax"
     .code16

@@ -63,6 +63,16 @@
 #define MG_GATE_FLUSH 0 /* reload CR3 */
 #define MG_GATE_VMCALL 1 /* vmcall (Intel): rax = nr, rbx/rcx/rdx/rsi = args -> rax */
 #define MG_GATE_VMMCALL 2 /* vmmcall (AMD, Hygon): same registers */
+#define MG_GATE_IDLE 3 /* hlt until the next wake-up NMI, unless %esi != mg_wakeups */
+
+/*
+ * Waking from idle: COM1's receive interrupt (IRQ 4) is routed through the IOAPIC as an NMI,
+ * which wakes `hlt` with IF=0 under QEMU (KVM, TCG) without any maskable-interrupt delivery
+ * (kvm_pvm holds those back). The kvm engine has no IOAPIC: it answers the HLT exit itself.
+ */
+#define MG_VEC_NMI 2
+#define MG_IOAPIC_BASE 0xfec00000
+#define MG_COM1_GSI 4
 
 /* Initial RFLAGS at CPL3: IOPL=3 (in/out allowed), IF=0, reserved bit 1. */
 #define MG_USER_RFLAGS 0x3002

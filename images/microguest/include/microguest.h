@@ -20,7 +20,7 @@ static inline u8 inb(u16 port)
     return v;
 }
 
-/* uart.c: polled 16550 on COM1 */
+/* uart.c: 16550 on COM1; the receive interrupt wakes an idle guest */
 void uart_init(void);
 usize uart_read_line(char *buf, usize cap, int *too_long);
 void uart_write(const char *s, usize n);
@@ -37,6 +37,9 @@ enum mg_vendor cpu_vendor(void);
 int cpu_cpl(void);
 int cpu_on_kvm(void); /* a KVM hypercall can be made (not TCG, not bare metal) */
 s64 cpu_hypercall(u64 nr, u64 a0, u64 a1, u64 a2);
+void cpu_route_wakeup(u32 apic_id); /* COM1's IRQ -> NMI to this vCPU (IOAPIC) */
+u32 cpu_wakeups(void);              /* wake-up NMIs so far */
+void cpu_idle(u32 seen);            /* hlt until a wake-up after `seen` */
 
 /* main.c: one request into a reply (no '\n'); an AP runs jobs through it too */
 #define MAX_LINE 127
