@@ -1,9 +1,9 @@
 /*
  * The channel: COM1. Every port access is a VM exit (~25 us each under kvm_pvm), so bytes move
- * 16 at a time: reads wait for LSR.DR, then drain the receive FIFO with one `rep insb`; writes
- * wait for LSR.THRE (empty FIFO), then fill it with one `rep outsb`. Waiting for the first
- * byte of a request is a sleep, not a poll: the receive interrupt (IER.ERBFI, 1-byte trigger)
- * reaches the guest as an NMI (cpu_route_wakeup) and ends the idle hlt (cpu_idle).
+ * 16 at a time: reads check LSR.DR, then drain the receive FIFO with one `rep insb`; writes
+ * wait for LSR.THRE (empty FIFO), then fill it with one `rep outsb`. Waiting for a request is
+ * chan.c's: the receive interrupt (IER.ERBFI, 1-byte trigger) reaches the guest as an NMI
+ * (cpu_route_wakeup) and ends the idle hlt (cpu_idle).
  */
 #include "microguest.h"
 
@@ -18,8 +18,6 @@
 #define LSR_THRE 0x20
 #define FIFO_SIZE 16
 #define IER_ERBFI 0x01
-/* LSR polls while the rest of a line is on its way, before the guest sleeps again. */
-#define MID_LINE_POLLS 64
 
 void uart_init(void)
 {
@@ -45,63 +43,48 @@ static u8 pending[FIFO_SIZE];
 static usize pending_at, pending_len;
 
 /*
- * Wait for received data. Between requests (mid_line 0) the guest sleeps at once when LSR
- * shows nothing; inside a line it polls a little first, since the rest follows in microseconds.
- * The wake-up count is read before LSR, so a byte that arrives after the check ends the sleep.
+ * One `rep insb` of FIFO_SIZE reads drains the receive FIFO (a 16550 in FIFO mode under QEMU,
+ * and the KVM engine's UART, read 0 from an empty FIFO, so NUL bytes are dropped: they are
+ * never part of a request, and the host's wake-up byte is a NUL). Draining also lowers the
+ * IRQ line, so the next byte is a new edge, i.e. a new wake-up NMI.
  */
-static void uart_fill(int mid_line)
+static u8 pending[FIFO_SIZE];
+static usize pending_at, pending_len;
+
+int uart_drain(void)
 {
-    usize polls = mid_line ? MID_LINE_POLLS : 0;
-    for (;;) {
-        u32 seen = cpu_wakeups();
-        if (inb(MG_SERIAL + LSR) & LSR_DR)
-            break;
-        if (polls) {
-            polls--;
-            __asm__ volatile("pause");
-        } else {
-            cpu_idle(seen);
-        }
-    }
+    if (!(inb(MG_SERIAL + LSR) & LSR_DR))
+        return 0;
     u8 *dst = pending;
     usize count = FIFO_SIZE;
     __asm__ volatile("rep insb" : "+D"(dst), "+c"(count) : "d"(MG_SERIAL + RBR) : "memory");
     pending_at = 0;
     pending_len = FIFO_SIZE;
-}
-
-static u8 uart_getc(int mid_line)
-{
-    for (;;) {
-        while (pending_at < pending_len) {
-            u8 c = pending[pending_at++];
-            if (c)
-                return c;
-        }
-        uart_fill(mid_line);
-    }
+    return 1;
 }
 
 /*
- * One line without its '\n' (a '\r' before it is dropped). A line longer than cap is read to
- * its end and reported through *too_long so the reply stays in step with the request.
+ * Move received bytes into the line; 1 once it holds a whole line, without its '\n' (and a
+ * '\r' before it). A line longer than the buffer is read to its end and reported through
+ * too_long, so the reply stays in step with the request. Bytes after a '\n' stay pending.
  */
-usize uart_read_line(char *buf, usize cap, int *too_long)
+int uart_take_line(struct line *l)
 {
-    usize n = 0;
-    *too_long = 0;
-    for (;;) {
-        u8 c = uart_getc(n > 0 || *too_long);
-        if (c == '\n')
-            break;
-        if (n < cap)
-            buf[n++] = (char)c;
+    while (pending_at < pending_len) {
+        u8 c = pending[pending_at++];
+        if (!c)
+            continue;
+        if (c == '\n') {
+            if (l->n && l->buf[l->n - 1] == '\r')
+                l->n--;
+            return 1;
+        }
+        if (l->n < sizeof l->buf)
+            l->buf[l->n++] = (char)c;
         else
-            *too_long = 1;
+            l->too_long = 1;
     }
-    if (n && buf[n - 1] == '\r')
-        n--;
-    return n;
+    return 0;
 }
 
 void uart_write(const char *s, usize n)
@@ -114,3 +97,6 @@ void uart_write(const char *s, usize n)
         __asm__ volatile("rep outsb" : "+S"(s), "+c"(burst) : "d"(MG_SERIAL + THR) : "memory");
     }
 }
+
+/* No LSR.THRE wait: the byte goes into an empty FIFO (the host reads the line while it waits). */
+void uart_doorbell(void) { outb(MG_SERIAL + THR, '\n'); }

@@ -3,6 +3,12 @@
 Why engine-independent: the QEMU engine reaches the guest's UART through a socket, the KVM
 engine through its own UART emulation; both hand this class a pair of asyncio streams. Every
 line in either direction is appended to a log (the serial log kept with a failed run).
+
+Two channels, one protocol: when the guest's HELLO offers a mailbox page (``mbox=``) and the
+engine mapped it (:meth:`GuestChannel.attach_mailbox`), requests go through the page
+(guest/mailbox.py) and the stream only carries the doorbells — a NUL to wake a sleeping guest,
+a ``\n`` from the guest when the reply is there — plus anything the guest prints (a FAULT
+line, a new HELLO). Otherwise every request is a line on the stream.
 """
 
 from __future__ import annotations
@@ -15,7 +21,14 @@ from typing import TextIO
 
 from qmpgmem.errors import GuestProtocolError
 from qmpgmem.guest import protocol
+from qmpgmem.guest.mailbox import MBOX_GPA, Mailbox
 from qmpgmem.guest.protocol import Hello
+
+#: Without a doorbell for this long, look at the mailbox again and wake the guest again.
+MAILBOX_RECHECK = 0.05
+#: How long to watch the mailbox for the reply of an awake guest before waiting for its
+#: doorbell: most requests are answered within it, and then the guest rings no doorbell.
+MAILBOX_WATCH = 100e-6
 
 
 class GuestChannel:
@@ -39,6 +52,24 @@ class GuestChannel:
         self.last_apic: int | None = None
         #: APIC ID per vCPU index, once start_vcpus() brought them up
         self.apic_ids: list[int] = [0]
+        self._mailbox: Mailbox | None = None
+        #: requests answered through the mailbox (the rest went over the stream)
+        self.mailbox_requests = 0
+
+    def attach_mailbox(self, mailbox: Mailbox | None) -> None:
+        """The guest's mailbox page as the engine mapped it; used once the guest offers it."""
+        self._mailbox = mailbox
+
+    @property
+    def mailbox(self) -> Mailbox | None:
+        """The attached mailbox (detach with ``attach_mailbox(None)`` to use the serial line)."""
+        return self._mailbox
+
+    @property
+    def via_mailbox(self) -> bool:
+        """Requests go through the mailbox: the guest offered it in this boot's HELLO."""
+        mb, hello = self._mailbox, self.hello
+        return mb is not None and hello is not None and hello.mbox == MBOX_GPA and mb.ready
 
     def _record(self, direction: str, line: str) -> None:
         if self._log is not None:
@@ -80,10 +111,23 @@ class GuestChannel:
         """
         async with self._lock:
             self._record(">", line)
-            self._writer.write(line.encode("ascii") + b"\n")
+            mailbox = self._mailbox if self.via_mailbox else None
+            if mailbox is not None:
+                self.mailbox_requests += 1
+                mailbox.watch(True)
+                if mailbox.post(line):  # the guest sleeps: its wake-up byte, no watching
+                    mailbox.watch(False)
+                    self._writer.write(b"\0")
+                else:
+                    _watch(mailbox)
+            else:
+                self._writer.write(line.encode("ascii") + b"\n")
             await self._writer.drain()
             while True:
-                reply = await self._readline()
+                if mailbox is not None:
+                    reply = await self._mailbox_reply(mailbox, line)
+                else:
+                    reply = await self._readline()
                 apic, reply = protocol.split_apic(reply)
                 if reply.startswith("HELLO "):
                     raise GuestProtocolError(
@@ -93,7 +137,32 @@ class GuestChannel:
                     return apic, reply[3:]
                 if reply.startswith("ERR"):
                     raise GuestProtocolError(f"guest refused {line!r}: {reply[4:]}")
+                if mailbox is not None:
+                    raise GuestProtocolError(f"the guest answered {line!r} with {reply!r}")
                 # anything else is stray output; it is in the log
+
+    async def _mailbox_reply(self, mailbox: Mailbox, line: str) -> str:
+        """Wait for the guest's doorbell (or look again after MAILBOX_RECHECK); the reply."""
+        while (reply := mailbox.reply()) is None:
+            try:
+                async with asyncio.timeout(MAILBOX_RECHECK):
+                    raw = await self._reader.readline()
+            except TimeoutError:  # a lost doorbell either way costs this much, no more
+                self._writer.write(b"\0")
+                continue
+            if not raw:
+                if self._on_eof is not None:
+                    raise self._on_eof()
+                raise GuestProtocolError("the guest channel closed (the VM is gone)")
+            text = raw.decode("ascii", errors="replace").strip("\r\n\0")
+            if text:  # not a doorbell: something the guest printed
+                self._record("<", text)
+                if text.startswith("HELLO "):
+                    raise GuestProtocolError(
+                        f"the guest rebooted while handling {line.split()[0]}: {text!r}"
+                    )
+        self._record("<", reply)
+        return reply
 
     async def ping(self) -> None:
         reply = await self.request("PING")
@@ -192,3 +261,15 @@ def _parse_convert(reply: str) -> int:
     if len(parts) != 2 or parts[0] != "RET":
         raise GuestProtocolError(f"CONVERT answered {reply!r}")
     return int(parts[1])
+
+
+def _watch(mailbox: Mailbox) -> None:
+    """Watch for the reply of an awake guest for up to MAILBOX_WATCH, then stop watching.
+
+    Blocks the event loop that long at most; ``time.sleep(0)`` gives the GIL away on every
+    round, since a vCPU thread of the kvm engine may need it to handle the guest's exits.
+    """
+    deadline = time.perf_counter() + MAILBOX_WATCH
+    while mailbox.reply() is None and time.perf_counter() < deadline:
+        time.sleep(0)
+    mailbox.watch(False)

@@ -23,7 +23,12 @@
 #define MG_KSTACK_TOP 0x20000 /* CPL0 stack 0x1b000-0x1ffff (TSS.RSP0) */
 #define MG_PAYLOAD 0x100000 /* code+data+bss: the PVH ELF's load address, the ROM's copy */
 #define MG_PAYLOAD_MAX 0x100000 /* the payload must end below 0x200000 */
-#define MG_USTACK_TOP 0x400000 /* CPL3 stack 0x200000-0x3fffff */
+#define MG_USTACK_TOP 0x3ff000 /* CPL3 stack 0x200000-0x3fefff */
+/*
+ * The mailbox page (docs/guest-protocol.md, "Mailbox"): requests and replies in memory the
+ * host maps (the engines give this page a backend of its own), one exit per message.
+ */
+#define MG_MBOX 0x3ff000
 
 /*
  * Application processors (docs/guest-protocol.md, "Several vCPUs"). vCPU k (1..MG_MAX_CPUS-1)

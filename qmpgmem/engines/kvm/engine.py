@@ -15,6 +15,9 @@ Conversions: KVM_HC_MAP_GPA_RANGE exits are enabled wherever KVM offers them and
 :mod:`.conversion`. On a backend where the hypercall never returns (kvm_pvm) ``guest_convert``
 is refused before the guest is asked.
 
+The guest channel: over the emulated COM1, and through the guest's mailbox page
+(guest/mailbox.py), which lies in the sys area this process maps anyway.
+
 Idle: the guest's idle ``hlt`` (its RIP from the ROM header, :mod:`qmpgmem.guest.rom_header`)
 is a wait for the next request in the vCPU thread, not the end of the VM.
 """
@@ -58,6 +61,7 @@ from qmpgmem.errors import (
     VMLaunchError,
 )
 from qmpgmem.guest.channel import GuestChannel
+from qmpgmem.guest.mailbox import MBOX_GPA, MBOX_SIZE, Mailbox
 from qmpgmem.guest.protocol import Hello
 from qmpgmem.guest.rom_header import rom_header
 from qmpgmem.rundir import make_run_dir
@@ -133,6 +137,7 @@ class KvmEngine(Engine):
         self._initial: tuple[abi.kvm_regs, abi.kvm_sregs] | None = None
         self._conversions: Conversions | None = None
         self._idle_rip: int | None = None
+        self._mailbox: Mailbox | None = None  # a view of the sys mapping, dropped in stop()
         self._hypercall_exit = False
         self._events: list[str] = []
         self._t0 = time.monotonic()
@@ -283,6 +288,10 @@ class KvmEngine(Engine):
         self.channel, self._reader = open_uart_channel(
             self._uart, self._loop, serial_log, self._eof_error
         )
+        if self._mailbox is None and self._memory is not None and self._memory.sys is not None:
+            page = (ctypes.c_ubyte * MBOX_SIZE).from_address(self._memory.sys.addr + MBOX_GPA)
+            self._mailbox = Mailbox(memoryview(page).cast("B"))
+        self.channel.attach_mailbox(self._mailbox)
 
     def _make_runner(self, vcpu: Vcpu) -> VcpuRunner:
         assert self._uart is not None
@@ -370,6 +379,9 @@ class KvmEngine(Engine):
             self._stack.pop_all()
         if self.channel is not None:
             self.channel.close()
+        if self._mailbox is not None:
+            self._mailbox.release()
+            self._mailbox = None
         try:
             self._stack.close()
         finally:

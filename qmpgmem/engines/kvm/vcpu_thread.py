@@ -229,6 +229,7 @@ class VcpuRunner:
                     name = errno.errorcode.get(err, str(err))
                     return VcpuEnd(EndReason.FAILED, self._where(f"KVM_RUN failed with {name}"))
                 exits += 1
+                self.exits = exits  # readable while the thread runs
                 reason = run.exit_reason
                 if reason == exit_io:
                     port = io.port
@@ -260,7 +261,6 @@ class VcpuRunner:
                     if self._idle_rip is None or vcpu.get_regs().rip != self._idle_rip:
                         return VcpuEnd(EndReason.HALTED, "the guest executed HLT")
                     self.idle_halts += 1
-                    self.exits = exits  # published while idle, not only at the end
                     uart.flush()
                     uart.wait_input(IDLE_WAIT)  # input, or a kick (stop, pause)
                 elif reason == abi.Exit.HYPERCALL:
