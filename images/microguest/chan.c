@@ -4,7 +4,7 @@
  *
  * Waiting: right after a reply the guest watches the mailbox for a while (memory only, no
  * exits: a scenario's next step usually follows at once), then sleeps (cpu_idle) until a
- * wake-up NMI from COM1. COM1 is read once after each reply and after each wake-up, and
+ * wake-up NMI from COM1. COM1 is read after each serial request and each wake-up, and
  * whenever the NMI count moved; never polled (a polling vCPU would hold QEMU's BQL against
  * the main loop that delivers the next byte). The NMI comes with the host's bytes of a serial
  * request, or with its NUL wake-up byte after posting to a sleeping guest's mailbox. The
@@ -33,15 +33,17 @@ struct mg_mbox {
 #define MBOX ((struct mg_mbox *)(usize)MG_MBOX)
 #define MBOX_MAGIC 0x31584f4d /* "MOX1" */
 /*
- * How long to watch the mailbox after a reply before sleeping: 2^19 TSC cycles (~0.2 ms), and
- * at least WATCH_SPINS rounds, so that a vCPU thread the host preempted meanwhile still
+ * How long to watch the mailbox after a reply before sleeping: 2^22 TSC cycles (~1.6 ms at
+ * 2.6 GHz: the host's own work between two steps, on a busy machine), and at least
+ * WATCH_SPINS rounds, so that a vCPU thread the host preempted meanwhile still
  * watches for a while once it runs again.
  */
-#define WATCH_CYCLES (1ULL << 19)
-#define WATCH_SPINS 2048
+#define WATCH_CYCLES (1ULL << 22)
+#define WATCH_SPINS 16384
 
 static u32 drained_at = ~0u; /* the wake-up count when COM1 was last drained */
 static struct line serial_line; /* may be half read when a mailbox request comes */
+static enum chan_source last_from = CHAN_SERIAL; /* where the last request came from */
 
 void chan_init(void)
 {
@@ -66,12 +68,18 @@ enum chan_source chan_next(struct line *l)
 {
     u64 watch_until = rdtsc() + WATCH_CYCLES;
     u32 spins = 0;
-    int check_uart = 1;
+    /*
+     * After a serial request the next one is likely on COM1 already (the kvm engine raises no
+     * NMI for it); after a mailbox request COM1 is read only once an NMI says a byte came,
+     * so an exchange with an awake guest makes no exit at all but the doorbell's.
+     */
+    int check_uart = last_from == CHAN_SERIAL;
     for (;;) {
         u32 seen = cpu_wakeups();
         if (mbox_pending())
-            return take_mbox(l);
+            return last_from = take_mbox(l);
         if (uart_take_line(&serial_line)) {
+            last_from = CHAN_SERIAL;
             *l = serial_line;
             serial_line.n = 0;
             serial_line.too_long = 0;
