@@ -1,7 +1,7 @@
 /*
- * CPL3 side of the machine setup: the rest of the identity map and the IDT are written here
- * at native speed (all pages are user-writable), then one CR3 reload through the gate makes
- * the new tables the only ones the TLB knows. Also CPUID, the CPL, and the hypercall.
+ * CPL3 side of the machine setup: the identity map (into pages no table uses yet, see
+ * layout.h) and the IDT are written here at native speed (all pages are user-writable), then
+ * one CR3 load through the gate switches to the new tables. Also CPUID, the CPL, and the hypercall.
  */
 #include "microguest.h"
 
@@ -36,17 +36,17 @@ static void idt_setup(void)
 /* 0..4 GiB identity-mapped with 2 MiB user pages, A and D preset so no walker writes. */
 static void paging_setup(void)
 {
-    u64 *pml4 = (u64 *)(usize)MG_PML4;
-    u64 *pdpt = (u64 *)(usize)MG_PDPT;
-    u64 *pd = (u64 *)(usize)MG_PD;
+    u64 *pml4 = (u64 *)(usize)MG_IDMAP_PML4;
+    u64 *pdpt = (u64 *)(usize)MG_IDMAP_PDPT;
+    u64 *pd = (u64 *)(usize)MG_IDMAP_PD;
     for (u64 i = 0; i < 4 * 512; i++)
         pd[i] = (i << 21) | MG_PTE_LARGE;
     for (u64 i = 0; i < 512; i++)
-        pdpt[i] = i < 4 ? (MG_PD + i * 4096) | MG_PTE_TABLE : 0;
-    pml4[0] = MG_PDPT | MG_PTE_TABLE;
+        pdpt[i] = i < 4 ? (MG_IDMAP_PD + i * 4096) | MG_PTE_TABLE : 0;
+    pml4[0] = MG_IDMAP_PDPT | MG_PTE_TABLE;
     for (u64 i = 1; i < 512; i++)
         pml4[i] = 0;
-    __asm__ volatile("int3" : : "D"(MG_GATE_FLUSH) : "memory");
+    __asm__ volatile("int3" : : "D"(MG_GATE_CR3), "S"((u64)MG_IDMAP_PML4) : "memory");
 }
 
 static void cpuid(u32 leaf, u32 *a, u32 *b, u32 *c, u32 *d)
@@ -59,7 +59,7 @@ void cpu_setup(void)
     u32 a, b, c, d;
     /* I/O bitmap: every port allowed (see setup.S for why IOPL=3 is not enough). */
     memset((void *)(usize)(MG_TSS + 104), 0, 8192);
-    idt_setup(); /* before the flush, which goes through the gate */
+    idt_setup(); /* before the CR3 load, which goes through the gate */
     paging_setup();
     cpuid(0, &a, &b, &c, &d);
     if (b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163) /* AuthenticAMD */

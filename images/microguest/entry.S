@@ -1,7 +1,7 @@
 /*
  * Payload entry (CPL3) and the few CPL0 gates. mg_user_start is where both boot routes land
  * at CPL3; the gates are the only CPL0 code that runs after boot: a hypercall (which KVM
- * refuses at CPL>0), a CR3 reload, and the exception reporter.
+ * refuses at CPL>0), a CR3 load, idling, and the exception and NMI handlers.
  */
 #include "layout.h"
 
@@ -31,10 +31,7 @@ mg_gate:
     je 2f
     cmp $MG_GATE_IDLE, %edi
     je mg_idle_begin
-    push %rax                   /* MG_GATE_FLUSH */
-    mov %cr3, %rax
-    mov %rax, %cr3
-    pop %rax
+    mov %rsi, %cr3              /* MG_GATE_CR3 */
     iretq
 1:  vmcall
     iretq

@@ -96,7 +96,8 @@ async def test_reset_and_vcpu_jobs_through_the_mailbox(tmp_path: Path) -> None:
 
 
 async def test_mailbox_exchange_makes_at_most_one_exit_per_message(tmp_path: Path) -> None:
-    """kvm engine: exits per PING through the page, beside the same PINGs over COM1."""
+    """kvm engine: exits per PING through the page, beside the same PINGs over COM1 (each
+    byte of a request and of a reply is an exit there)."""
     async with make("kvm", tmp_path) as e:
         assert isinstance(e, KvmEngine)
         ch = channel(e)
@@ -116,7 +117,8 @@ async def test_mailbox_exchange_makes_at_most_one_exit_per_message(tmp_path: Pat
         ch.attach_mailbox(None)
         over_serial = await exits_per_ping()
         ch.attach_mailbox(saved)
-        assert via_page <= 2.0 < over_serial, (via_page, over_serial)
+        # awake guest: no exit, or the doorbell; asleep: its HLT, the drain, the doorbell
+        assert via_page <= 3.0 and 3 * via_page < over_serial, (via_page, over_serial)
 
 
 async def test_a_lost_doorbell_costs_time_not_the_reply(tmp_path: Path) -> None:

@@ -79,7 +79,10 @@ def test_rom_layout(sources: Path, cache: Path) -> None:
     assert payload < idle_rip < payload + nbytes  # the RIP after the idle hlt, in the payload
     assert rom[idle_rip - payload - 1] == 0xF4  # hlt
     assert rom_header(rom) is not None and rom_header(rom).idle_rip == idle_rip  # type: ignore[union-attr]
-    assert rom[0xFFE8:0xFFF0] == bytes(8)  # reserved
+    (user_entry,) = struct.unpack_from("<I", rom, 0xFFE8)
+    assert ROM_BASE + 0xF000 <= user_entry < ROM_BASE + 0xFFC0  # boot code, run in place
+    assert rom_header(rom).user_entry == user_entry  # type: ignore[union-attr]
+    assert rom[0xFFEC:0xFFF0] == bytes(4)  # reserved
     assert 0xF000 <= e16 < 0xFFC0
     assert rom[0xFFF0] == 0xE9  # jmp rel16 to the real-mode entry
     (rel,) = struct.unpack_from("<h", rom, 0xFFF1)

@@ -28,7 +28,7 @@ struct line {
     int too_long;
 };
 void uart_init(void);
-int uart_drain(void);                /* LSR, then the receive FIFO if data: 1 if bytes came */
+int uart_drain(void);                /* the receive FIFO, one exit: 1 if bytes came */
 int uart_take_line(struct line *l);  /* 1 once l holds a whole line (no '\r\n'); no exits */
 void uart_write(const char *s, usize n);
 void uart_doorbell(void);            /* one byte ('\n'), one exit: "look at the mailbox" */

@@ -4,8 +4,9 @@ Why a second engine next to QEMU: it can do what QEMU cannot — put any scenari
 guest_memfd of a plain VM, punch holes in it or allocate it from the host, read and write it
 through the file's own mapping — and it shows what the kernel does without a VMM in between.
 
-The VM: ``vm.vcpus`` vCPUs, each with its own worker thread; vCPU 0 from the reset vector of
-the micro guest ROM (the same image QEMU's microvm runs), the others once the guest starts
+The VM: ``vm.vcpus`` vCPUs, each with its own worker thread; vCPU 0 at the micro guest ROM's
+64-bit CPL3 entry (:mod:`.guest_entry`; ``guest.boot: rom``, and every reset, from its reset
+vector instead: the image QEMU's microvm runs), the others once the guest starts
 them with INIT/SIPI (:mod:`.smp`), the guest's sys area as anonymous memory at GPA 0, the
 scenario regions after it (:mod:`.memory`), COM1 and isa-debug-exit emulated in the vCPU
 threads (:mod:`.vcpu_thread`), the guest channel over that COM1
@@ -46,6 +47,7 @@ from qmpgmem.engines.kvm import abi
 from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS, kvm_backend
 from qmpgmem.engines.kvm.conversion import Conversions
 from qmpgmem.engines.kvm.cpuid import vcpu_cpuid
+from qmpgmem.engines.kvm.guest_entry import enter_guest_cpl3
 from qmpgmem.engines.kvm.memory import GuestMemory, Placed
 from qmpgmem.engines.kvm.objects import Kvm, Vcpu, Vm
 from qmpgmem.engines.kvm.serial import Uart16550
@@ -269,8 +271,11 @@ class KvmEngine(Engine):
                 self._aps.add(vcpu)
             else:
                 self._vcpu = vcpu
-        assert self._vcpu is not None
-        self._initial = (self._vcpu.get_regs(), self._vcpu.get_sregs())
+        assert self._vcpu is not None and memory.sys is not None
+        self._initial = (self._vcpu.get_regs(), self._vcpu.get_sregs())  # for vm_reset
+        if self.spec.guest.boot == "auto" and header is not None and header.user_entry:
+            enter_guest_cpl3(self._vcpu, memory.sys, header.user_entry)
+            self._event(f"vCPU 0 enters the guest at CPL3, RIP {header.user_entry:#x}")
         if self.spec.vcpus > 1:
             self._event(f"{self.spec.vcpus} vCPUs; the APs wait for the guest's SIPI")
 
