@@ -77,13 +77,9 @@ async def in_vm(accel: str, n: int) -> dict[str, float]:
 
 
 async def ping_over_serial(channel: GuestChannel, n: int) -> float:
-    """PING with the mailbox detached: the same guest, over COM1 (the baseline)."""
-    mailbox = channel.mailbox
-    channel.attach_mailbox(None)
-    try:
+    """PING with the mailbox set aside: the same guest, over COM1 (the baseline)."""
+    with channel.over_serial():
         return await median_latency(channel.ping, n)
-    finally:
-        channel.attach_mailbox(mailbox)
 
 
 async def throughput(engine_name: str, n: int) -> float:

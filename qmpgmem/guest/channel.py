@@ -14,9 +14,10 @@ line, a new HELLO). Otherwise every request is a line on the stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -54,17 +55,27 @@ class GuestChannel:
         #: APIC ID per vCPU index, once start_vcpus() brought them up
         self.apic_ids: list[int] = [0]
         self._mailbox: Mailbox | None = None
+        self._watch = MAILBOX_WATCH
         #: requests answered through the mailbox (the rest went over the stream)
         self.mailbox_requests = 0
 
-    def attach_mailbox(self, mailbox: Mailbox | None) -> None:
-        """The guest's mailbox page as the engine mapped it; used once the guest offers it."""
-        self._mailbox = mailbox
+    def attach_mailbox(self, mailbox: Mailbox | None, watch: float = MAILBOX_WATCH) -> None:
+        """The guest's mailbox page as the engine mapped it; used once the guest offers it.
 
-    @property
-    def mailbox(self) -> Mailbox | None:
-        """The attached mailbox (detach with ``attach_mailbox(None)`` to use the serial line)."""
-        return self._mailbox
+        ``watch``: how long to watch for the reply before waiting for the doorbell (0: never;
+        the kvm engine's vCPU threads need the GIL this thread would hold while it watches).
+        """
+        self._mailbox = mailbox
+        self._watch = watch
+
+    @contextlib.contextmanager
+    def over_serial(self) -> Iterator[None]:
+        """Requests inside go over the serial line though a mailbox is attached (baselines)."""
+        saved, self._mailbox = self._mailbox, None
+        try:
+            yield
+        finally:
+            self._mailbox = saved
 
     @property
     def via_mailbox(self) -> bool:
@@ -115,12 +126,12 @@ class GuestChannel:
             mailbox = self._mailbox if self.via_mailbox else None
             if mailbox is not None:
                 self.mailbox_requests += 1
-                mailbox.watch(True)
+                mailbox.watch(self._watch > 0)
                 if mailbox.post(line):  # the guest sleeps: its wake-up byte, no watching
                     mailbox.watch(False)
                     self._writer.write(b"\0")
-                else:
-                    _watch(mailbox)
+                elif self._watch > 0:
+                    _watch(mailbox, self._watch)
             else:
                 self._writer.write(line.encode("ascii") + b"\n")
             await self._writer.drain()
@@ -264,14 +275,14 @@ def _parse_convert(reply: str) -> int:
     return int(parts[1])
 
 
-def _watch(mailbox: Mailbox) -> None:
-    """Watch for the reply of an awake guest for up to MAILBOX_WATCH, then stop watching.
+def _watch(mailbox: Mailbox, seconds: float) -> None:
+    """Watch for the reply of an awake guest for up to ``seconds``, then stop watching.
 
     Blocks the event loop that long at most. Each round yields the CPU and the GIL
     (``os.sched_yield``, ~2 us; ``time.sleep(0)`` sleeps ~0.1 ms here): the vCPU may need
     this core, and a vCPU thread of the kvm engine the GIL for the guest's exits.
     """
-    deadline = time.perf_counter() + MAILBOX_WATCH
+    deadline = time.perf_counter() + seconds
     while mailbox.reply() is None and time.perf_counter() < deadline:
         os.sched_yield()
     mailbox.watch(False)

@@ -73,13 +73,9 @@ async def test_the_serial_line_still_answers(engine: Engine) -> None:
     """A request written on COM1 by hand is answered there, between mailbox requests."""
     ch = channel(engine)
     await ch.ping()
-    saved = ch.mailbox
-    ch.attach_mailbox(None)
-    try:
+    with ch.over_serial():
         assert not ch.via_mailbox
         assert await ch.request(f"HASH {0x400000:x} 8") == f"{protocol.zero_hash(8):016x}"
-    finally:
-        ch.attach_mailbox(saved)
     await ch.ping()
 
 
@@ -113,10 +109,8 @@ async def test_mailbox_exchange_makes_at_most_one_exit_per_message(tmp_path: Pat
             return (runner.exits - start) / n
 
         via_page = await exits_per_ping()
-        saved = ch.mailbox
-        ch.attach_mailbox(None)
-        over_serial = await exits_per_ping()
-        ch.attach_mailbox(saved)
+        with ch.over_serial():
+            over_serial = await exits_per_ping()
         # awake guest: no exit, or the doorbell; asleep: its HLT, the drain, the doorbell
         assert via_page <= 3.0 and 3 * via_page < over_serial, (via_page, over_serial)
 
