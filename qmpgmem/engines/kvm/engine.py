@@ -296,7 +296,7 @@ class KvmEngine(Engine):
         if self._mailbox is None and self._memory is not None and self._memory.sys is not None:
             page = (ctypes.c_ubyte * MBOX_SIZE).from_address(self._memory.sys.addr + MBOX_GPA)
             self._mailbox = Mailbox(memoryview(page).cast("B"))
-        self.channel.attach_mailbox(self._mailbox, watch=0)  # vCPU threads need the GIL
+        self.channel.attach_mailbox(self._mailbox, watch=0)  # never: vCPU threads need the GIL
 
     def _make_runner(self, vcpu: Vcpu) -> VcpuRunner:
         assert self._uart is not None
