@@ -131,3 +131,24 @@ async def test_idle_guest_halts_instead_of_polling(tmp_path: Path, microguest_ro
         await e.channel.ping()
         await asyncio.sleep(0.05)
         assert e._runner.idle_halts > halts  # woke for the request, then halted again
+
+
+@pytest.mark.parametrize("boot", ["auto", "rom"])
+async def test_boot_at_the_cpl3_entry_or_the_reset_vector(
+    tmp_path: Path, microguest_rom: bytes, boot: str
+) -> None:
+    """auto: vCPU 0 starts at the ROM's 64-bit CPL3 entry; rom: at the reset vector, whose
+    first instruction is real mode. Either way the guest answers, and a reset boots it again
+    from the reset vector (the registers KVM gave the vCPU at creation)."""
+    spec = SPEC.model_copy(update={"guest": SPEC.guest.model_copy(update={"boot": boot})})
+    e = KvmEngine(spec, run_dir=tmp_path, boot_timeout=10, step_timeout=30, rom=microguest_rom)
+    async with e:
+        assert e.hello is not None and e.hello.cpl == 3
+        direct = [ev for ev in e._events if "enters the guest at CPL3" in ev]
+        assert len(direct) == (1 if boot == "auto" else 0)
+        assert e._initial is not None and e._initial[1].cs.base == 0xFFFF0000  # reset state
+        rng = e.resolve("gm", 0, 64 * 1024)
+        await e.guest_write(rng, 5)
+        await e.vm_reset()
+        assert e.hello is not None
+        assert await e.guest_hash(rng) == protocol.pattern_hash(5, 0, 64 * 1024)
