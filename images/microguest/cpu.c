@@ -1,12 +1,13 @@
 /*
- * CPL3 side of the machine setup: the rest of the identity map and the IDT are written here
- * at native speed (all pages are user-writable), then one CR3 reload through the gate makes
- * the new tables the only ones the TLB knows. Also CPUID, the CPL, and the hypercall.
+ * CPL3 side of the machine setup: the identity map (into pages no table uses yet, see
+ * layout.h) and the IDT are written here at native speed (all pages are user-writable), then
+ * one CR3 load through the gate switches to the new tables. Also CPUID, the CPL, and the hypercall.
  */
 #include "microguest.h"
 
 extern const u64 mg_fault_stubs[32];
-extern char mg_gate[];
+extern char mg_gate[], mg_nmi[];
+extern volatile u32 mg_wakeups; /* NMIs taken (entry.S) */
 
 static enum mg_vendor vendor;
 static int use_vmmcall; /* AMD and Hygon (SVM) */
@@ -27,6 +28,7 @@ static void idt_setup(void)
     memset((void *)(usize)MG_IDT, 0, 256 * 16);
     for (unsigned v = 0; v < 32; v++)
         set_gate(v, (const void *)mg_fault_stubs[v], 0);
+    set_gate(MG_VEC_NMI, mg_nmi, 0);
     set_gate(MG_VEC_GATE, mg_gate, 3);
     set_gate(MG_VEC_GATE_ALT, mg_gate, 3);
 }
@@ -34,17 +36,17 @@ static void idt_setup(void)
 /* 0..4 GiB identity-mapped with 2 MiB user pages, A and D preset so no walker writes. */
 static void paging_setup(void)
 {
-    u64 *pml4 = (u64 *)(usize)MG_PML4;
-    u64 *pdpt = (u64 *)(usize)MG_PDPT;
-    u64 *pd = (u64 *)(usize)MG_PD;
+    u64 *pml4 = (u64 *)(usize)MG_IDMAP_PML4;
+    u64 *pdpt = (u64 *)(usize)MG_IDMAP_PDPT;
+    u64 *pd = (u64 *)(usize)MG_IDMAP_PD;
     for (u64 i = 0; i < 4 * 512; i++)
         pd[i] = (i << 21) | MG_PTE_LARGE;
     for (u64 i = 0; i < 512; i++)
-        pdpt[i] = i < 4 ? (MG_PD + i * 4096) | MG_PTE_TABLE : 0;
-    pml4[0] = MG_PDPT | MG_PTE_TABLE;
+        pdpt[i] = i < 4 ? (MG_IDMAP_PD + i * 4096) | MG_PTE_TABLE : 0;
+    pml4[0] = MG_IDMAP_PDPT | MG_PTE_TABLE;
     for (u64 i = 1; i < 512; i++)
         pml4[i] = 0;
-    __asm__ volatile("int3" : : "D"(MG_GATE_FLUSH) : "memory");
+    __asm__ volatile("int3" : : "D"(MG_GATE_CR3), "S"((u64)MG_IDMAP_PML4) : "memory");
 }
 
 static void cpuid(u32 leaf, u32 *a, u32 *b, u32 *c, u32 *d)
@@ -57,7 +59,7 @@ void cpu_setup(void)
     u32 a, b, c, d;
     /* I/O bitmap: every port allowed (see setup.S for why IOPL=3 is not enough). */
     memset((void *)(usize)(MG_TSS + 104), 0, 8192);
-    idt_setup(); /* before the flush, which goes through the gate */
+    idt_setup(); /* before the CR3 load, which goes through the gate */
     paging_setup();
     cpuid(0, &a, &b, &c, &d);
     if (b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163) /* AuthenticAMD */
@@ -97,4 +99,27 @@ s64 cpu_hypercall(u64 nr, u64 a0, u64 a1, u64 a2)
     u64 fn = use_vmmcall ? MG_GATE_VMMCALL : MG_GATE_VMCALL;
     __asm__ volatile("int3" : "+a"(ret) : "D"(fn), "b"(a0), "c"(a1), "d"(a2), "S"(0ULL) : "memory");
     return (s64)ret;
+}
+
+/*
+ * Route COM1's IRQ to this vCPU as an NMI: IOAPIC redirection entry MG_COM1_GSI, delivery
+ * mode NMI, edge, physical destination = our APIC ID. Written through the identity map at
+ * CPL3 (MMIO: one exit each). Where no IOAPIC answers (the kvm engine) the writes go nowhere.
+ */
+void cpu_route_wakeup(u32 apic_id)
+{
+    volatile u32 *sel = (volatile u32 *)(usize)MG_IOAPIC_BASE;
+    volatile u32 *win = (volatile u32 *)(usize)(MG_IOAPIC_BASE + 0x10);
+    *sel = 0x10 + 2 * MG_COM1_GSI + 1;
+    *win = apic_id << 24;
+    *sel = 0x10 + 2 * MG_COM1_GSI;
+    *win = 0x400 | MG_VEC_NMI; /* NMI, physical, active high, edge, unmasked */
+}
+
+u32 cpu_wakeups(void) { return mg_wakeups; }
+
+/* Sleep until the next wake-up, unless one came after `seen` was read (see entry.S). */
+void cpu_idle(u32 seen)
+{
+    __asm__ volatile("int3" : : "D"(MG_GATE_IDLE), "S"((u64)seen) : "memory");
 }

@@ -1,7 +1,7 @@
 /*
  * Payload entry (CPL3) and the few CPL0 gates. mg_user_start is where both boot routes land
  * at CPL3; the gates are the only CPL0 code that runs after boot: a hypercall (which KVM
- * refuses at CPL>0), a CR3 reload, and the exception reporter.
+ * refuses at CPL>0), a CR3 load, idling, and the exception and NMI handlers.
  */
 #include "layout.h"
 
@@ -29,15 +29,49 @@ mg_gate:
     je 1f
     cmp $MG_GATE_VMMCALL, %edi
     je 2f
-    push %rax                   /* MG_GATE_FLUSH */
-    mov %cr3, %rax
-    mov %rax, %cr3
-    pop %rax
+    cmp $MG_GATE_IDLE, %edi
+    je mg_idle_begin
+    mov %rsi, %cr3              /* MG_GATE_CR3 */
     iretq
 1:  vmcall
     iretq
 2:  vmmcall
     iretq
+
+    /*
+     * Idle: halt unless a wake-up came since CPL3 read mg_wakeups (%esi) and found nothing
+     * to do. A wake-up NMI that lands between the compare and the hlt is moved past the hlt
+     * by mg_nmi, so none is lost. IF stays 0: only an NMI (or the kvm engine) ends the hlt.
+     */
+    .globl mg_idle_begin, mg_idle_end
+mg_idle_begin:
+    cmp mg_wakeups(%rip), %esi
+    jne mg_idle_end
+    hlt
+mg_idle_end:
+    iretq
+
+    /* NMI (vector 2): a wake-up from COM1 through the IOAPIC. Count it, skip a pending hlt. */
+    .balign 16
+    .globl mg_nmi
+mg_nmi:
+    incl mg_wakeups(%rip)
+    push %rax
+    mov 8(%rsp), %rax           /* the interrupted RIP */
+    cmp $mg_idle_begin, %rax
+    jb 1f
+    cmp $mg_idle_end, %rax
+    jae 1f
+    movq $mg_idle_end, 8(%rsp)
+1:  pop %rax
+    iretq
+
+    .data
+    .balign 4
+    .globl mg_wakeups
+mg_wakeups:
+    .long 0
+    .text
 
     /* Exceptions 0-31: report on the serial line and stop (see fault.c). */
     .macro FAULT vec, err

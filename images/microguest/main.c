@@ -98,6 +98,8 @@ static void hello(void)
     r.n += fmt_dec(r.buf + r.n, cpu_cpl());
     add(&r, " vendor=");
     add(&r, names[cpu_vendor()]);
+    add(&r, " mbox=");
+    r.n += fmt_hex(r.buf + r.n, MG_MBOX, 1);
     send(&r);
 }
 
@@ -234,20 +236,19 @@ static void bsp_request(const char *line, usize n, struct reply *r)
 
 void mg_main(void)
 {
-    char line[MAX_LINE + 1]; /* room for a '\r' before the '\n' */
+    struct line line;
     struct reply r;
-    int too_long;
 
     cpu_setup();
+    chan_init();
     uart_init();
     hello();
     for (;;) {
-        usize n = uart_read_line(line, sizeof line, &too_long);
-        if (too_long || n > MAX_LINE)
+        enum chan_source from = chan_next(&line);
+        if (line.too_long || line.n > MAX_LINE)
             send_text(&r, "ERR line too long");
         else
-            bsp_request(line, n, &r);
-        if (r.n)
-            send(&r);
+            bsp_request(line.buf, line.n, &r);
+        chan_reply(from, &r);
     }
 }

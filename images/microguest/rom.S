@@ -43,7 +43,9 @@ mg_rom_user_entry:
     .long MG_SYS_SIZE               /* 0x18 size of the guest's reserved area */
     .long MG_PAYLOAD                /* 0x1c where the payload runs */
     .long mg_payload_bytes          /* 0x20 its size in the ROM (at offset 0) */
-    .fill 0x30 - 0x24, 1, 0         /* 0x24 reserved, zero */
+    .long mg_idle_end               /* 0x24 RIP after the idle hlt (0: the guest never idles) */
+    .long mg_rom_user_entry         /* 0x28 64-bit CPL3 entry: the state mg_entry64 leaves */
+    .fill 0x30 - 0x2c, 1, 0         /* 0x2c reserved, zero */
 
     .section .reset, "ax"
     .code16

@@ -45,7 +45,7 @@ mg_entry32:
      * Only the entries the next steps touch: PML4[0], PDPT[0] and PDPT[3], the 2 MiB pages at
      * 0 (tables, kernel stack, payload) and 2 MiB (user stack), and the one holding the ROM.
      * The other entries may hold stale data until CPL3 rewrites them all and asks for a
-     * CR3 reload (MG_GATE_FLUSH) before it touches anything else.
+     * CR3 load (MG_GATE_CR3) to the complete identity map before it touches anything else.
      */
     movl $MG_PDPT + MG_PTE_TABLE, MG_PML4
     movl $0, MG_PML4 + 4

@@ -34,15 +34,6 @@ u32 mg_ap_booting;      /* read by smp.S: which vCPU index the AP being started 
 
 extern const char mg_ap_tramp[], mg_ap_tramp_end[];
 
-static inline void barrier(void) { __asm__ volatile("" : : : "memory"); }
-
-static u64 rdtsc(void)
-{
-    u32 lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-    return (u64)hi << 32 | lo;
-}
-
 static void apic_write(u32 reg, u32 v) { *(volatile u32 *)(usize)(MG_APIC_BASE + reg) = v; }
 
 /*

@@ -31,7 +31,7 @@ mg_ap_entry32:
     mov %eax, %ds
     mov %eax, %es
     mov %eax, %ss
-    mov $MG_PML4, %eax          /* the BSP's complete tables */
+    mov $MG_IDMAP_PML4, %eax    /* the BSP's complete tables */
     mov %eax, %cr3
     mov %cr4, %eax
     or $0x20, %eax              /* PAE */

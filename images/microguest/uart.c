@@ -1,7 +1,9 @@
 /*
- * The channel: COM1 polled, no interrupts. Every port access is a VM exit (~25 us each under
- * kvm_pvm), so bytes move 16 at a time: reads wait for LSR.DR, then drain the receive FIFO
- * with one `rep insb`; writes wait for LSR.THRE (empty FIFO), then fill it with one `rep outsb`.
+ * The channel: COM1. Every port access is a VM exit (~25 us each under kvm_pvm), so bytes move
+ * 16 at a time: reads check LSR.DR, then drain the receive FIFO with one `rep insb`; writes
+ * wait for LSR.THRE (empty FIFO), then fill it with one `rep outsb`. Waiting for a request is
+ * chan.c's: the receive interrupt (IER.ERBFI, 1-byte trigger) reaches the guest as an NMI
+ * (cpu_route_wakeup) and ends the idle hlt (cpu_idle).
  */
 #include "microguest.h"
 
@@ -15,17 +17,20 @@
 #define LSR_DR 0x01
 #define LSR_THRE 0x20
 #define FIFO_SIZE 16
+#define IER_ERBFI 0x01
 
 void uart_init(void)
 {
-    outb(MG_SERIAL + IER, 0x00); /* no interrupts */
+    outb(MG_SERIAL + IER, 0x00);
     outb(MG_SERIAL + LCR, 0x80); /* divisor latch: 115200 baud */
     outb(MG_SERIAL + 0, 0x01);
     outb(MG_SERIAL + 1, 0x00);
     outb(MG_SERIAL + LCR, 0x03); /* 8N1 */
-    /* FIFOs on with a 14-byte trigger: QEMU then hands over up to 14 received bytes at once. */
-    outb(MG_SERIAL + FCR, 0xc7);
-    outb(MG_SERIAL + MCR, 0x03);
+    /* FIFOs on, cleared, 1-byte trigger: the first byte of a request raises the interrupt. */
+    outb(MG_SERIAL + FCR, 0x07);
+    outb(MG_SERIAL + MCR, 0x0b); /* DTR, RTS, OUT2 (the IRQ line's gate on a PC) */
+    cpu_route_wakeup(cpu_apic_id());
+    outb(MG_SERIAL + IER, IER_ERBFI);
 }
 
 /*
@@ -37,49 +42,51 @@ void uart_init(void)
 static u8 pending[FIFO_SIZE];
 static usize pending_at, pending_len;
 
-static void uart_fill(void)
+/*
+ * One `rep insb` of FIFO_SIZE reads drains the receive FIFO, one exit, without asking LSR
+ * first: a 16550 in FIFO mode under QEMU, and the KVM engine's UART, read 0 from an empty
+ * FIFO, so NUL bytes are dropped (they are never part of a request, and the host's wake-up
+ * byte is a NUL). 1 when a byte other than NUL came. Draining also lowers the IRQ line, so
+ * the next byte is a new edge, i.e. a new wake-up NMI.
+ */
+static u8 pending[FIFO_SIZE];
+static usize pending_at, pending_len;
+
+int uart_drain(void)
 {
-    while (!(inb(MG_SERIAL + LSR) & LSR_DR))
-        __asm__ volatile("pause");
     u8 *dst = pending;
     usize count = FIFO_SIZE;
     __asm__ volatile("rep insb" : "+D"(dst), "+c"(count) : "d"(MG_SERIAL + RBR) : "memory");
     pending_at = 0;
     pending_len = FIFO_SIZE;
-}
-
-static u8 uart_getc(void)
-{
-    for (;;) {
-        while (pending_at < pending_len) {
-            u8 c = pending[pending_at++];
-            if (c)
-                return c;
-        }
-        uart_fill();
-    }
+    for (usize i = 0; i < FIFO_SIZE; i++)
+        if (pending[i])
+            return 1;
+    return 0;
 }
 
 /*
- * One line without its '\n' (a '\r' before it is dropped). A line longer than cap is read to
- * its end and reported through *too_long so the reply stays in step with the request.
+ * Move received bytes into the line; 1 once it holds a whole line, without its '\n' (and a
+ * '\r' before it). A line longer than the buffer is read to its end and reported through
+ * too_long, so the reply stays in step with the request. Bytes after a '\n' stay pending.
  */
-usize uart_read_line(char *buf, usize cap, int *too_long)
+int uart_take_line(struct line *l)
 {
-    usize n = 0;
-    *too_long = 0;
-    for (;;) {
-        u8 c = uart_getc();
-        if (c == '\n')
-            break;
-        if (n < cap)
-            buf[n++] = (char)c;
+    while (pending_at < pending_len) {
+        u8 c = pending[pending_at++];
+        if (!c)
+            continue;
+        if (c == '\n') {
+            if (l->n && l->buf[l->n - 1] == '\r')
+                l->n--;
+            return 1;
+        }
+        if (l->n < sizeof l->buf)
+            l->buf[l->n++] = (char)c;
         else
-            *too_long = 1;
+            l->too_long = 1;
     }
-    if (n && buf[n - 1] == '\r')
-        n--;
-    return n;
+    return 0;
 }
 
 void uart_write(const char *s, usize n)
@@ -92,3 +99,6 @@ void uart_write(const char *s, usize n)
         __asm__ volatile("rep outsb" : "+S"(s), "+c"(burst) : "d"(MG_SERIAL + THR) : "memory");
     }
 }
+
+/* No LSR.THRE wait: the byte goes into an empty FIFO (the host reads the line while it waits). */
+void uart_doorbell(void) { outb(MG_SERIAL + THR, '\n'); }

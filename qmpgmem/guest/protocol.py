@@ -25,7 +25,9 @@ Several vCPUs (the BSP, vCPU 0, owns this line and hands jobs to the others):
 
 Guest -> host, unsolicited, once per boot:
 
-    HELLO microguest <version> sys=<base>-<end> cpl=<n> vendor=<AMD|Intel|other>
+    HELLO microguest <version> sys=<base>-<end> cpl=<n> vendor=<AMD|Intel|other> mbox=<gpa>
+
+``mbox``: the guest also takes requests through a mailbox page at that GPA (guest/mailbox.py).
 
 Errors: ``ERR <text>``. Lines end with ``\\n``; a request is at most 127 bytes.
 """
@@ -151,6 +153,8 @@ class Hello:
     sys_end: int
     cpl: int
     vendor: str
+    #: GPA of the mailbox page the guest offers (guest/mailbox.py); None: serial only
+    mbox: int | None = None
 
 
 def parse_hello(line: str) -> Hello | None:
@@ -166,6 +170,7 @@ def parse_hello(line: str) -> Hello | None:
         sys_end=int(end, 16),
         cpl=int(fields.get("cpl", "-1")),
         vendor=fields.get("vendor", "other"),
+        mbox=int(fields["mbox"], 16) if "mbox" in fields else None,
     )
 
 

@@ -60,8 +60,9 @@ def elf(built_images: None) -> Path:
 def test_gate_code(elf: Path) -> None:
     funcs = disassembly(elf)
     gate = funcs["mg_gate"]
-    for insn in ("vmcall", "vmmcall", "mov    %cr3,%rax", "mov    %rax,%cr3", "iretq"):
+    for insn in ("vmcall", "vmmcall", "mov    %rsi,%cr3", "iretq"):
         assert insn in gate, insn
+    assert re.search(r"\bhlt\b", funcs["mg_idle_begin"])  # the idle function, then iretq
     assert re.search(r"\bint3\b", funcs["cpu_hypercall"])
     # the CONVERT handler calls it with nr = KVM_HC_MAP_GPA_RANGE (12) as the first argument
     callers = [

@@ -14,6 +14,7 @@ import pytest
 
 from qmpgmem.errors import SetupError
 from qmpgmem.guest import image, protocol
+from qmpgmem.guest.rom_header import rom_header
 
 ROM_BASE = 0xFFFF0000
 
@@ -74,7 +75,14 @@ def test_rom_layout(sources: Path, cache: Path) -> None:
     assert sys_size == protocol.SYS_SIZE and payload == 0x100000
     assert 0 < nbytes <= 0xF000 and rom[nbytes:0xF000] == bytes(0xF000 - nbytes)
     assert ROM_BASE + 0xF000 <= e32 < ROM_BASE + 0xFFC0
-    assert rom[0xFFE4:0xFFF0] == bytes(12)  # reserved
+    (idle_rip,) = struct.unpack_from("<I", rom, 0xFFE4)
+    assert payload < idle_rip < payload + nbytes  # the RIP after the idle hlt, in the payload
+    assert rom[idle_rip - payload - 1] == 0xF4  # hlt
+    assert rom_header(rom) is not None and rom_header(rom).idle_rip == idle_rip  # type: ignore[union-attr]
+    (user_entry,) = struct.unpack_from("<I", rom, 0xFFE8)
+    assert ROM_BASE + 0xF000 <= user_entry < ROM_BASE + 0xFFC0  # boot code, run in place
+    assert rom_header(rom).user_entry == user_entry  # type: ignore[union-attr]
+    assert rom[0xFFEC:0xFFF0] == bytes(4)  # reserved
     assert 0xF000 <= e16 < 0xFFC0
     assert rom[0xFFF0] == 0xE9  # jmp rel16 to the real-mode entry
     (rel,) = struct.unpack_from("<h", rom, 0xFFF1)

@@ -12,10 +12,19 @@
 #define MG_SYS_SIZE 0x400000 /* qmpgmem.guest.protocol.SYS_SIZE */
 #define MG_MEM_LIMIT 0x100000000 /* the identity map covers 0..4 GiB */
 
-/* System tables (built at boot; their previous contents do not matter). */
-#define MG_PML4 0x10000
+/*
+ * System tables (built at boot; their previous contents do not matter). The boot tables map
+ * only what the CPL0 boot code and the first CPL3 steps touch (setup.S, or the kvm engine);
+ * CPL3 then writes the whole identity map into fresh pages and switches CR3 to it. Why not
+ * in place: a page in use as a page table is write-protected by a shadow MMU (kvm_pvm), and
+ * rewriting the 4 KiB-entry tables where they are cost ~10 ms of trapped writes there.
+ */
+#define MG_PML4 0x10000 /* boot tables: PML4, PDPT, four PDs (0x12000-0x15fff) */
 #define MG_PDPT 0x11000
-#define MG_PD 0x12000 /* four page directories, 0x12000-0x15fff */
+#define MG_PD 0x12000
+#define MG_IDMAP_PML4 0x80000 /* the identity map: PML4, PDPT, four PDs (0x82000-0x85fff) */
+#define MG_IDMAP_PDPT 0x81000
+#define MG_IDMAP_PD 0x82000
 #define MG_GDT 0x16000
 #define MG_IDT 0x17000 /* 256 gates, 0x17000-0x17fff */
 #define MG_TSS 0x18000 /* 104 bytes, then the I/O bitmap (8 KiB + 0xff), to 0x1a068 */
@@ -23,7 +32,12 @@
 #define MG_KSTACK_TOP 0x20000 /* CPL0 stack 0x1b000-0x1ffff (TSS.RSP0) */
 #define MG_PAYLOAD 0x100000 /* code+data+bss: the PVH ELF's load address, the ROM's copy */
 #define MG_PAYLOAD_MAX 0x100000 /* the payload must end below 0x200000 */
-#define MG_USTACK_TOP 0x400000 /* CPL3 stack 0x200000-0x3fffff */
+#define MG_USTACK_TOP 0x3ff000 /* CPL3 stack 0x200000-0x3fefff */
+/*
+ * The mailbox page (docs/guest-protocol.md, "Mailbox"): requests and replies in memory the
+ * host maps (the engines give this page a backend of its own), one exit per message.
+ */
+#define MG_MBOX 0x3ff000
 
 /*
  * Application processors (docs/guest-protocol.md, "Several vCPUs"). vCPU k (1..MG_MAX_CPUS-1)
@@ -60,9 +74,19 @@
  */
 #define MG_VEC_GATE 3
 #define MG_VEC_GATE_ALT 0x80
-#define MG_GATE_FLUSH 0 /* reload CR3 */
+#define MG_GATE_CR3 0 /* load CR3 from %rsi (flushes the TLB) */
 #define MG_GATE_VMCALL 1 /* vmcall (Intel): rax = nr, rbx/rcx/rdx/rsi = args -> rax */
 #define MG_GATE_VMMCALL 2 /* vmmcall (AMD, Hygon): same registers */
+#define MG_GATE_IDLE 3 /* hlt until the next wake-up NMI, unless %esi != mg_wakeups */
+
+/*
+ * Waking from idle: COM1's receive interrupt (IRQ 4) is routed through the IOAPIC as an NMI,
+ * which wakes `hlt` with IF=0 under QEMU (KVM, TCG) without any maskable-interrupt delivery
+ * (kvm_pvm holds those back). The kvm engine has no IOAPIC: it answers the HLT exit itself.
+ */
+#define MG_VEC_NMI 2
+#define MG_IOAPIC_BASE 0xfec00000
+#define MG_COM1_GSI 4
 
 /* Initial RFLAGS at CPL3: IOPL=3 (in/out allowed), IF=0, reserved bit 1. */
 #define MG_USER_RFLAGS 0x3002

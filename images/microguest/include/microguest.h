@@ -20,10 +20,26 @@ static inline u8 inb(u16 port)
     return v;
 }
 
-/* uart.c: polled 16550 on COM1 */
+/* uart.c: 16550 on COM1; the receive interrupt wakes an idle guest */
+#define MAX_LINE 127
+struct line {
+    char buf[MAX_LINE + 1]; /* room for a '\r' before the '\n' */
+    usize n;
+    int too_long;
+};
 void uart_init(void);
-usize uart_read_line(char *buf, usize cap, int *too_long);
+int uart_drain(void);                /* the receive FIFO, one exit: 1 if bytes came */
+int uart_take_line(struct line *l);  /* 1 once l holds a whole line (no '\r\n'); no exits */
 void uart_write(const char *s, usize n);
+void uart_doorbell(void);            /* one byte ('\n'), one exit: "look at the mailbox" */
+
+static inline u64 rdtsc(void)
+{
+    u32 lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return (u64)hi << 32 | lo;
+}
+static inline void barrier(void) { __asm__ volatile("" : : : "memory"); }
 
 /* mem.c: the pattern and the range hash of qmpgmem/guest/protocol.py */
 void mem_pattern_fill(u64 *dst, u64 nwords, u64 seed, u64 offset);
@@ -37,15 +53,23 @@ enum mg_vendor cpu_vendor(void);
 int cpu_cpl(void);
 int cpu_on_kvm(void); /* a KVM hypercall can be made (not TCG, not bare metal) */
 s64 cpu_hypercall(u64 nr, u64 a0, u64 a1, u64 a2);
+void cpu_route_wakeup(u32 apic_id); /* COM1's IRQ -> NMI to this vCPU (IOAPIC) */
+u32 cpu_wakeups(void);              /* wake-up NMIs so far */
+void cpu_idle(u32 seen);            /* hlt until a wake-up after `seen` */
 
 /* main.c: one request into a reply (no '\n'); an AP runs jobs through it too */
-#define MAX_LINE 127
 struct reply {
     char buf[128];
     usize n;
 };
 void reply_add(struct reply *r, const char *s);
 void mg_handle(const char *line, usize n, struct reply *r, int on_ap);
+
+/* chan.c: the BSP's next request, from the mailbox or COM1, sleeping in between */
+enum chan_source { CHAN_SERIAL, CHAN_MBOX };
+void chan_init(void);
+enum chan_source chan_next(struct line *l);
+void chan_reply(enum chan_source from, const struct reply *r);
 
 /* smp.c: the APs and their mailboxes (docs/guest-protocol.md, "Several vCPUs") */
 void smp_start(u64 vcpus, struct reply *r);           /* SMP: bring up APs 1..vcpus-1 */

@@ -4,20 +4,23 @@ Why a second engine next to QEMU: it can do what QEMU cannot — put any scenari
 guest_memfd of a plain VM, punch holes in it or allocate it from the host, read and write it
 through the file's own mapping — and it shows what the kernel does without a VMM in between.
 
-The VM: ``vm.vcpus`` vCPUs, each with its own worker thread; vCPU 0 from the reset vector of
-the micro guest ROM (the same image QEMU's microvm runs), the others once the guest starts
+The VM: ``vm.vcpus`` vCPUs, each with its own worker thread; vCPU 0 at the micro guest ROM's
+64-bit CPL3 entry (:mod:`.guest_entry`; ``guest.boot: rom``, and every reset, from its reset
+vector instead: the image QEMU's microvm runs), the others once the guest starts
 them with INIT/SIPI (:mod:`.smp`), the guest's sys area as anonymous memory at GPA 0, the
 scenario regions after it (:mod:`.memory`), COM1 and isa-debug-exit emulated in the vCPU
 threads (:mod:`.vcpu_thread`), the guest channel over that COM1
 (:class:`~qmpgmem.guest.channel.GuestChannel`).
 
-Conversions: KVM_HC_MAP_GPA_RANGE exits are enabled wherever KVM offers them and handled as the
-kernel selftests' VMM does: KVM_SET_MEMORY_ATTRIBUTES, then the other side of the range is
-discarded (to private: the shared mapping; to shared: a hole in the guest_memfd), and the
-result goes back to the guest in rax. A VM type without private memory answers
-``-KVM_ENOSYS`` (-1000): the code the kernel itself gives when no VMM handles the hypercall,
-so a scenario expects the same value under both engines. On a backend where the hypercall
-never returns (kvm_pvm) ``guest_convert`` is refused before the guest is asked.
+Conversions: KVM_HC_MAP_GPA_RANGE exits are enabled wherever KVM offers them and handled by
+:mod:`.conversion`. On a backend where the hypercall never returns (kvm_pvm) ``guest_convert``
+is refused before the guest is asked.
+
+The guest channel: over the emulated COM1, and through the guest's mailbox page
+(guest/mailbox.py), which lies in the sys area this process maps anyway.
+
+Idle: the guest's idle ``hlt`` (its RIP from the ROM header, :mod:`qmpgmem.guest.rom_header`)
+is a wait for the next request in the vCPU thread, not the end of the VM.
 """
 
 from __future__ import annotations
@@ -43,9 +46,10 @@ from qmpgmem.engines.base import (
     run_guest_jobs,
 )
 from qmpgmem.engines.kvm import abi
-from qmpgmem.engines.kvm import sys as ksys
 from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS, kvm_backend
+from qmpgmem.engines.kvm.conversion import Conversions
 from qmpgmem.engines.kvm.cpuid import vcpu_cpuid
+from qmpgmem.engines.kvm.guest_entry import enter_guest_cpl3
 from qmpgmem.engines.kvm.memory import GuestMemory, Placed
 from qmpgmem.engines.kvm.objects import Kvm, Vcpu, Vm
 from qmpgmem.engines.kvm.serial import Uart16550
@@ -61,7 +65,9 @@ from qmpgmem.errors import (
     VMLaunchError,
 )
 from qmpgmem.guest.channel import GuestChannel
-from qmpgmem.guest.protocol import MASK64, Hello
+from qmpgmem.guest.mailbox import MBOX_GPA, MBOX_SIZE, Mailbox
+from qmpgmem.guest.protocol import Hello
+from qmpgmem.guest.rom_header import rom_header
 from qmpgmem.rundir import make_run_dir
 from qmpgmem.scenario.model import VmSpec
 
@@ -77,10 +83,6 @@ VM_TYPES: Final = {
 }
 #: VM types whose launch needs a firmware/attestation flow this engine does not implement.
 NEEDS_LAUNCH_FLOW: Final = frozenset({"sev", "sev-es", "sev-snp", "tdx"})
-
-# include/uapi/linux/kvm_para.h error codes, returned to the guest negated
-KVM_ENOSYS: Final = 1000
-KVM_EINVAL: Final = 22
 
 #: Where QEMU puts the VMX real-mode TSS (needed by kvm_intel without unrestricted guest).
 TSS_ADDR: Final = 0xFFFBD000
@@ -137,7 +139,9 @@ class KvmEngine(Engine):
         self._reader: asyncio.StreamReader | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._initial: tuple[abi.kvm_regs, abi.kvm_sregs] | None = None
-        self._private_mem = False
+        self._conversions: Conversions | None = None
+        self._idle_rip: int | None = None
+        self._mailbox: Mailbox | None = None  # a view of the sys mapping, dropped in stop()
         self._hypercall_exit = False
         self._events: list[str] = []
         self._t0 = time.monotonic()
@@ -236,7 +240,7 @@ class KvmEngine(Engine):
             with contextlib.suppress(OSError):
                 vm.set_tss_addr(TSS_ADDR)
         # KVM_CAP_MEMORY_ATTRIBUTES on the VM fd lists the attributes this VM type supports
-        self._private_mem = bool(
+        private_mem = bool(
             vm.check_extension(abi.Cap.MEMORY_ATTRIBUTES) & abi.KVM_MEMORY_ATTRIBUTE_PRIVATE
         )
         hc_bit = 1 << abi.KVM_HC_MAP_GPA_RANGE
@@ -244,11 +248,14 @@ class KvmEngine(Engine):
             vm.enable_cap(abi.Cap.EXIT_HYPERCALL, hc_bit)
             self._hypercall_exit = True
         self._event(
-            f"private memory {'yes' if self._private_mem else 'no'}, "
+            f"private memory {'yes' if private_mem else 'no'}, "
             f"KVM_HC_MAP_GPA_RANGE exit {'on' if self._hypercall_exit else 'not offered'}"
         )
         memory = self._memory = GuestMemory(vm, file_dir=self._run_dir)
         self._stack.callback(memory.close)
+        self._conversions = Conversions(vm, memory, private_mem, self._event)
+        header = rom_header(rom)
+        self._idle_rip = (header.idle_rip or None) if header is not None else None
         memory.add_sys(rom_alias=True)
         for placed_region in self.layout.regions:
             memory.add_region(self.spec.region(placed_region.id), placed_region.gpa)
@@ -266,8 +273,11 @@ class KvmEngine(Engine):
                 self._aps.add(vcpu)
             else:
                 self._vcpu = vcpu
-        assert self._vcpu is not None
-        self._initial = (self._vcpu.get_regs(), self._vcpu.get_sregs())
+        assert self._vcpu is not None and memory.sys is not None
+        self._initial = (self._vcpu.get_regs(), self._vcpu.get_sregs())  # for vm_reset
+        if self.spec.guest.boot == "auto" and header is not None and header.user_entry:
+            enter_guest_cpl3(self._vcpu, memory.sys, header.user_entry)
+            self._event(f"vCPU 0 enters the guest at CPL3, RIP {header.user_entry:#x}")
         if self.spec.vcpus > 1:
             self._event(f"{self.spec.vcpus} vCPUs; the APs wait for the guest's SIPI")
 
@@ -285,10 +295,16 @@ class KvmEngine(Engine):
         self.channel, self._reader = open_uart_channel(
             self._uart, self._loop, serial_log, self._eof_error
         )
+        if self._mailbox is None and self._memory is not None and self._memory.sys is not None:
+            page = (ctypes.c_ubyte * MBOX_SIZE).from_address(self._memory.sys.addr + MBOX_GPA)
+            self._mailbox = Mailbox(memoryview(page).cast("B"))
+        self.channel.attach_mailbox(self._mailbox, watch=0)  # never: vCPU threads need the GIL
 
     def _make_runner(self, vcpu: Vcpu) -> VcpuRunner:
         assert self._uart is not None
-        return VcpuRunner(vcpu, self._uart, self._on_hypercall, self._on_end, self._apics.mmio)
+        return VcpuRunner(
+            vcpu, self._uart, self._on_hypercall, self._on_end, self._apics.mmio, self._idle_rip
+        )
 
     def _start_runner(self, paused: bool = False) -> None:
         """vCPU 0 from its current registers; ``paused``: held before its first KVM_RUN."""
@@ -339,47 +355,8 @@ class KvmEngine(Engine):
             self._call_in_loop(reader.feed_eof)
 
     def _on_hypercall(self, hc: abi._kvm_run_hypercall) -> None:
-        nr, gpa, npages, attrs = hc.nr, hc.args[0], hc.args[1], hc.args[2]
-        ret = (
-            self._map_gpa_range(gpa, npages, attrs)
-            if nr == abi.KVM_HC_MAP_GPA_RANGE
-            else (-KVM_ENOSYS)
-        )
-        hc.ret = ret & MASK64
-        self._event(f"hypercall nr {nr} gpa {gpa:#x} npages {npages:#x} attrs {attrs:#x} -> {ret}")
-
-    def _map_gpa_range(self, gpa: int, npages: int, attrs: int) -> int:
-        """KVM_HC_MAP_GPA_RANGE for the guest; returns the value for its rax."""
-        if not self._private_mem:
-            return -KVM_ENOSYS
-        assert self._vm is not None and self._memory is not None
-        size = npages * 4096
-        placed = self._memory.find(gpa, size)
-        if placed is None or placed.gmem is None or npages == 0:
-            return -KVM_EINVAL
-        private = bool(attrs & abi.KVM_MAP_GPA_RANGE_ENCRYPTED)
-        try:
-            self._vm.set_memory_attributes(
-                gpa, size, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0
-            )
-            self._discard_other_side(placed, gpa - placed.gpa, size, private)
-        except OSError as exc:
-            return -(exc.errno or KVM_EINVAL)
-        return 0
-
-    @staticmethod
-    def _discard_other_side(placed: Placed, offset: int, size: int, private: bool) -> None:
-        """After a conversion, free the backing the guest no longer uses (as QEMU's
-        ram_block_discard_range: MADV_REMOVE for shared memory, MADV_DONTNEED for private
-        anonymous memory)."""
-        if placed.in_place:
-            return  # one file holds both states; nothing separate to free
-        assert placed.gmem is not None
-        if private:
-            advice = ksys.MADV_DONTNEED if placed.private_anonymous else ksys.MADV_REMOVE
-            ksys.madvise(placed.mapping.addr + offset, size, advice)
-        else:
-            placed.gmem.punch_hole(offset, size)
+        assert self._conversions is not None
+        self._conversions.on_hypercall(hc)
 
     # -- stop ----------------------------------------------------------------------------------
     def _eof_error(self) -> Exception:
@@ -409,6 +386,9 @@ class KvmEngine(Engine):
             self._stack.pop_all()
         if self.channel is not None:
             self.channel.close()
+        if self._mailbox is not None:
+            self._mailbox.release()
+            self._mailbox = None
         try:
             self._stack.close()
         finally:
@@ -430,7 +410,10 @@ class KvmEngine(Engine):
                 *self._events,
             ]
             for runner in self._all_runners():
-                lines.append(f"{runner.name}: exits {runner.exits} mmio {runner.mmio_exits}")
+                lines.append(
+                    f"{runner.name}: exits {runner.exits} mmio {runner.mmio_exits} "
+                    f"idle halts {runner.idle_halts}"
+                )
             path.write_text("\n".join(lines) + "\n")
             self._artifacts.files["kvm"] = path
         except OSError:
@@ -515,7 +498,8 @@ class KvmEngine(Engine):
         guest_memfd pages can be, so one is an error of the step, not a SIGBUS."""
         placed = self._host_placed(rng)
         addr = placed.mapping.address(rng.offset, rng.size)
-        populate = placed.in_place and self._private_mem
+        private_mem = self._conversions is not None and self._conversions.private_mem
+        populate = placed.in_place and private_mem
         try:
             value = await asyncio.to_thread(fasthash.hash_address, addr, rng.size, populate)
         except OSError as exc:

@@ -5,10 +5,14 @@ touches (IER, LCR, divisor latch, FCR, MCR, SCR) is stored or ignored, and no in
 ever raised. The vCPU thread calls :meth:`Uart16550.io_in` / :meth:`Uart16550.io_out` from its
 port-I/O exits; the event loop feeds guest input with :meth:`Uart16550.feed`.
 
-Why the blocking wait in :meth:`Uart16550.io_in`: a guest waiting for a request spins on LSR,
-one VM exit per poll. Answering every poll at once would burn a host core and the GIL for as
-long as the guest idles, so after a couple of consecutive empty polls the vCPU thread sleeps on
-a condition until input arrives, ``kick()`` is called, or ``idle_wait`` passes.
+Why the blocking wait in :meth:`Uart16550.io_in`: a guest that polls LSR (the rest of a line
+on its way, or an older guest that never sleeps) makes one VM exit per poll. Answering every
+poll at once would burn a host core and the GIL, so after a couple of consecutive empty polls
+the vCPU thread sleeps on a condition until input arrives, ``kick()`` is called, or
+``idle_wait`` passes. The micro guest itself sleeps between requests (an idle ``hlt``, see
+vcpu_thread.py); :meth:`Uart16550.wait_input` is where its vCPU thread then waits. A guest
+that enabled the receive interrupt (IER.ERBFI) is such a guest: its empty polls are answered
+at once, since it checks LSR only right after it woke or while a line is arriving.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ LSR: Final = 5
 MSR: Final = 6
 SCR: Final = 7
 
+IER_ERBFI: Final = 0x01  # received-data interrupt enabled: the guest sleeps, never spins on LSR
 LSR_DR: Final = 0x01  # data ready
 LSR_THRE: Final = 0x20  # transmit holding register empty
 LSR_TEMT: Final = 0x40  # transmitter empty
@@ -69,6 +74,14 @@ class Uart16550:
         with self._cond:
             self._kicked = True
             self._cond.notify_all()
+
+    def wait_input(self, timeout: float) -> bool:
+        """Block until there is input or ``kick()`` was called (or ``timeout``); True: input."""
+        with self._cond:
+            if not self._rx and not self._kicked:
+                self._cond.wait(timeout)
+            self._kicked = False
+            return bool(self._rx)
 
     def reset(self) -> None:
         """Drop pending input and output, as a reset of the machine would."""
@@ -136,7 +149,7 @@ class Uart16550:
             self._empty_polls = 0
             return LSR_THRE | LSR_TEMT | LSR_DR
         self._empty_polls += 1
-        if self._empty_polls > POLLS_BEFORE_WAIT:
+        if self._empty_polls > POLLS_BEFORE_WAIT and not self.ier & IER_ERBFI:
             self.flush()
             with self._cond:
                 if not self._rx and not self._kicked:

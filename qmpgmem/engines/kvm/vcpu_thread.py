@@ -4,6 +4,11 @@ Why a thread: KVM_RUN blocks until the guest needs the VMM, and the engine's cal
 asyncio coroutines. The thread emulates the only devices the micro guest uses — COM1
 (:mod:`.serial`) and isa-debug-exit on port 0xf4 — and hands KVM_EXIT_HYPERCALL to a callback.
 
+HLT: the VM has no in-kernel irqchip, so a guest ``hlt`` is a KVM_EXIT_HLT here. At the guest's
+idle ``hlt`` (the RIP the ROM header names, ``idle_rip``) the thread waits for the next
+request, then resumes the guest after the ``hlt``, as an interrupt would; any other ``hlt``
+(interrupts off, e.g. after a FAULT line) ends the vCPU.
+
 Stopping: ``stop()`` sets ``kvm_run.immediate_exit`` (the next KVM_RUN returns at once), wakes
 a thread that waits for guest input, and sends the thread a real-time signal so a KVM_RUN that
 is already under way returns with EINTR (a guest spinning without exits cannot hold it). The
@@ -85,6 +90,8 @@ class VcpuEnd:
 HypercallHandler = Callable[[abi._kvm_run_hypercall], None]
 #: (vcpu id, the MMIO exit) -> True when handled (the local APIC page, see smp.py)
 MmioHandler = Callable[[int, abi._kvm_run_mmio], bool]
+#: How long an idle guest waits for input before it is resumed anyway (it halts again).
+IDLE_WAIT: Final = 1.0
 
 
 class VcpuRunner:
@@ -97,8 +104,11 @@ class VcpuRunner:
         on_hypercall: HypercallHandler,
         on_end: Callable[[VcpuEnd], None],
         on_mmio: MmioHandler | None = None,
+        idle_rip: int | None = None,
     ) -> None:
+        """``idle_rip``: the RIP after the guest's idle ``hlt`` (None: every HLT ends it)."""
         self._vcpu = vcpu
+        self._idle_rip = idle_rip
         self._on_mmio = on_mmio
         self._uart = uart
         self._on_hypercall = on_hypercall
@@ -112,6 +122,8 @@ class VcpuRunner:
         self.end: VcpuEnd | None = None
         self.exits = 0
         self.mmio_exits = 0
+        #: idle HLT exits, each a wait for input
+        self.idle_halts = 0
 
     def start(self, paused: bool = False) -> None:
         """Start the thread; ``paused``: held before the first KVM_RUN until ``resume()``."""
@@ -217,6 +229,7 @@ class VcpuRunner:
                     name = errno.errorcode.get(err, str(err))
                     return VcpuEnd(EndReason.FAILED, self._where(f"KVM_RUN failed with {name}"))
                 exits += 1
+                self.exits = exits  # readable while the thread runs
                 reason = run.exit_reason
                 if reason == exit_io:
                     port = io.port
@@ -245,7 +258,11 @@ class VcpuRunner:
                 elif reason == exit_intr:
                     continue
                 elif reason == exit_hlt:
-                    return VcpuEnd(EndReason.HALTED, "the guest executed HLT")
+                    if self._idle_rip is None or vcpu.get_regs().rip != self._idle_rip:
+                        return VcpuEnd(EndReason.HALTED, "the guest executed HLT")
+                    self.idle_halts += 1
+                    uart.flush()
+                    uart.wait_input(IDLE_WAIT)  # input, or a kick (stop, pause)
                 elif reason == abi.Exit.HYPERCALL:
                     self._on_hypercall(run.hypercall)
                 elif reason == abi.Exit.MMIO:

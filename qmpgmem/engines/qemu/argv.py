@@ -9,7 +9,9 @@ its value and start another option. Values that are whole argv words of their ow
 Why NUMA nodes: ``-numa node,memdev=`` lays memory backends back to back from GPA 0 on every
 x86 machine type (microvm included), so the guest's own area and each scenario region get a
 backend of their own — visible to ``query-memdev`` with the scenario's ids and sizes — at the
-addresses :mod:`qmpgmem.engines.layout` computes.
+addresses :mod:`qmpgmem.engines.layout` computes. The guest's mailbox page (the last page of its
+area, guest/mailbox.py) is a node of its own when the engine maps it: a shared file backend on
+a memfd of the engine's, so that this process and the guest see the same page.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qmpgmem.engines.layout import SYS_REGION_ID, Layout
+from qmpgmem.guest.mailbox import MBOX_GPA, MBOX_SIZE
 from qmpgmem.guest.protocol import DEBUG_EXIT_PORT, SYS_SIZE
 from qmpgmem.rundir import backing_file_path
 from qmpgmem.scenario.model import Region, VmSpec
@@ -28,6 +31,7 @@ QMP_CHARDEV = "qmpgmem-qmp"
 #: QEMU's -D log, in the run directory (QEMU's working directory)
 TRACE_LOG = "qemu-trace.log"
 SERIAL_CHARDEV = "qmpgmem-serial"
+MAILBOX_ID = "qmpgmem-mbox"
 
 
 @dataclass(frozen=True)
@@ -113,11 +117,13 @@ def build_argv(
     trace_events: list[str] | tuple[str, ...] = (),
     qmp_object: bool = False,
     mem_paths: Mapping[str, str] | None = None,
+    mailbox_path: str | None = None,
 ) -> list[str]:
     """Everything QEMU needs, in a stable order; no shell is ever involved.
 
     ``qmp_object``: the binary has the ``monitor-qmp`` QOM type (QEMU 11.x), which replaces
     the deprecated ``-mon``. ``mem_paths``: region id -> ``mem-path`` of its backing file.
+    ``mailbox_path``: the ``mem-path`` of the mailbox page's memfd (None: no node of its own).
     Relative paths of the scenario's own (``guest.kernel``, ``initrd``) are made absolute
     against the current directory: QEMU runs in the run directory.
     """
@@ -133,10 +139,20 @@ def build_argv(
         "-m", f"{layout.total_size // 1024}K",
         "-nodefaults", "-no-user-config", "-display", "none",
         "-S",
-        "-object", f"memory-backend-ram,id={SYS_REGION_ID},size={SYS_SIZE}",
-        "-numa", f"node,nodeid=0,memdev={SYS_REGION_ID}",
     ]  # fmt: skip
-    for nodeid, region in enumerate(vm.memory, start=1):
+    if mailbox_path is None:
+        system = [(SYS_REGION_ID, f"memory-backend-ram,id={SYS_REGION_ID},size={SYS_SIZE}")]
+    else:  # the guest's area as before, its last page on the engine's memfd
+        assert MBOX_GPA + MBOX_SIZE == SYS_SIZE
+        system = [
+            (SYS_REGION_ID, f"memory-backend-ram,id={SYS_REGION_ID},size={MBOX_GPA}"),
+            (MAILBOX_ID, _opts("memory-backend-file", {
+                "id": MAILBOX_ID, "size": str(MBOX_SIZE), "mem-path": mailbox_path,
+                "share": "on"})),
+        ]  # fmt: skip
+    for nodeid, (memdev, obj) in enumerate(system):
+        argv += ["-object", obj, "-numa", f"node,nodeid={nodeid},memdev={memdev}"]
+    for nodeid, region in enumerate(vm.memory, start=len(system)):
         argv += ["-object", backend_object(region, run_dir, gmem, mem_paths.get(region.id))]
         argv += ["-numa", f"node,nodeid={nodeid},memdev={opt_value(region.id)}"]
     if gmem and uses_gmem:

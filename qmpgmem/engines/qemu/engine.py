@@ -11,6 +11,10 @@ Pause, resume and reset (``vm_stop``/``vm_cont``/``vm_reset``, and the same comm
 raw QMP through :meth:`QemuEngine.qmp`): a reset of a running VM waits for the guest's new
 HELLO; a reset of a paused VM leaves it paused (QEMU resets it and stays stopped), and the
 guest's restart completes on the next ``cont``, which then waits for that HELLO.
+
+The guest channel: over the serial socket, and through the guest's mailbox page
+(guest/mailbox.py) where the guest offers it — the page is a memfd of this process that QEMU
+maps as the guest area's last page, so requests and replies never cross the socket.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import mmap
+import os
 import shlex
 import time
 from collections.abc import Awaitable
@@ -44,6 +50,7 @@ from qmpgmem.engines.qemu.hostmem import QemuRam, parse_ramblocks
 from qmpgmem.engines.qemu.process import QemuProcess
 from qmpgmem.errors import EngineError, VMExitedError, VMLaunchError
 from qmpgmem.guest.channel import GuestChannel
+from qmpgmem.guest.mailbox import MBOX_SIZE, Mailbox
 from qmpgmem.rundir import BackingFile, open_backing_file
 from qmpgmem.scenario.model import VmSpec
 
@@ -117,6 +124,10 @@ class QemuEngine(Engine):
         self._paused = False
         self._reboot_pending = False
         self._backing: list[BackingFile] = []  # file regions' backing files, opened in start
+        #: the mailbox page's memfd and this process's mapping of it (micro guest only)
+        self._mbox_fd: int | None = None
+        self._mbox_map: mmap.mmap | None = None
+        self._mailbox: Mailbox | None = None
         self.ready_after: float | None = None  # seconds from launch to HELLO
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -227,6 +238,7 @@ class QemuEngine(Engine):
                         self.run_dir, r.id, r.size, path=r.path, existing=r.existing, keep=r.keep
                     )
                 )
+        mailbox_path = self._open_mailbox()
         argv = build_argv(
             self.vm,
             qemu_binary=self.qemu_binary,
@@ -241,9 +253,11 @@ class QemuEngine(Engine):
             trace_events=self.trace_events,
             qmp_object=self.qmp_object,
             mem_paths={f.region_id: f.proc_path for f in self._backing},
+            mailbox_path=mailbox_path,
         )
         t0 = time.monotonic()
-        await self.process.launch(argv, tuple(f.fd for f in self._backing))
+        fds = tuple(f.fd for f in self._backing)
+        await self.process.launch(argv, fds if self._mbox_fd is None else (*fds, self._mbox_fd))
         _LIVE.add(self.process)
         phase = "QMP greeting and negotiation"
         try:
@@ -278,6 +292,35 @@ class QemuEngine(Engine):
             ) from exc
         self.ready_after = time.monotonic() - t0
 
+    def _open_mailbox(self) -> str | None:
+        """A memfd for the guest's mailbox page, mapped here; its path for QEMU (or None).
+
+        Only for the micro guest, and not on a confidential machine, whose backends QEMU
+        makes private (guest_memfd): the host could not read the guest's replies there.
+        """
+        confidential = bool(self.gmem_plan and self.gmem_plan.machine_opts) and any(
+            r.backend == "guest_memfd" for r in self.vm.memory
+        )
+        if boot_kind(self.vm) not in ("rom", "pvh") or confidential:
+            return None
+        fd = self._mbox_fd = os.memfd_create("qmpgmem-mbox", os.MFD_CLOEXEC)
+        os.ftruncate(fd, MBOX_SIZE)
+        self._mbox_map = mmap.mmap(fd, MBOX_SIZE)
+        self._mailbox = Mailbox(memoryview(self._mbox_map))
+        return f"/proc/self/fd/{fd}"
+
+    def _close_mailbox(self) -> None:
+        if self._mailbox is not None:
+            self._mailbox.release()
+            self._mailbox = None
+        if self._mbox_map is not None:
+            with contextlib.suppress(BufferError):  # a view still exported: leave it to GC
+                self._mbox_map.close()
+            self._mbox_map = None
+        if self._mbox_fd is not None:
+            os.close(self._mbox_fd)
+            self._mbox_fd = None
+
     async def _connect(self) -> None:
         await self.qmp_client.connect(self.process.qmp_sock)
         greeting = self.qmp_client.greeting
@@ -290,6 +333,7 @@ class QemuEngine(Engine):
             self.run_dir / "serial.log",
             on_eof=lambda: self._exited_error("talking to the guest"),
         )
+        self.channel.attach_mailbox(self._mailbox)
 
     async def _collect_events(self) -> None:
         listener = EventListener()
@@ -331,6 +375,7 @@ class QemuEngine(Engine):
                 self._ram.close()
             for backing in self._backing:
                 backing.close()
+            self._close_mailbox()
 
     # -- QMP --------------------------------------------------------------------------------
     async def _execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:

@@ -253,29 +253,33 @@ async def test_map_gpa_range_answers(tmp_path: Path, minirom: bytes) -> None:
 
     e = engine(tmp_path, minirom)
     async with e:
-        e._private_mem = True
+        conv = e._conversions
+        assert conv is not None
+        conv.private_mem = True
         enc = abi.KVM_MAP_GPA_RANGE_ENCRYPTED
-        assert e._map_gpa_range(0, 1, enc) == -22  # the sys area is no guest_memfd region
-        assert e._map_gpa_range(8 * MIB, 1, enc) == -22  # a memfd region
-        assert e._map_gpa_range(4 * MIB, 0, enc) == -22  # empty
-        assert e._map_gpa_range(4 * MIB, 2048, enc) == -22  # runs past the region's end
-        ret = e._map_gpa_range(4 * MIB, 1, enc)
+        assert conv.map_gpa_range(0, 1, enc) == -22  # the sys area is no guest_memfd region
+        assert conv.map_gpa_range(8 * MIB, 1, enc) == -22  # a memfd region
+        assert conv.map_gpa_range(4 * MIB, 0, enc) == -22  # empty
+        assert conv.map_gpa_range(4 * MIB, 2048, enc) == -22  # runs past the region's end
+        ret = conv.map_gpa_range(4 * MIB, 1, enc)
         assert ret in (-22, -25)  # EINVAL, or ENOTTY without memory attributes
 
 
 async def test_discarding_the_other_side(tmp_path: Path, minirom: bytes) -> None:
+    from qmpgmem.engines.kvm.conversion import discard_other_side
+
     e = engine(tmp_path, minirom)
     async with e:
         assert e._memory is not None
         split = e._memory.region("split")
         assert not split.in_place and split.gmem is not None
         split.mapping.write(0, b"\x77" * 8192)
-        e._discard_other_side(split, 0, 4096, private=True)  # shared pages freed
+        discard_other_side(split, 0, 4096, private=True)  # shared pages freed
         assert split.mapping.read(0, 8192) == bytes(4096) + b"\x77" * 4096
-        e._discard_other_side(split, 0, 4096, private=False)  # punches the guest_memfd
+        discard_other_side(split, 0, 4096, private=False)  # punches the guest_memfd
         gm = e._memory.region("gm")
         gm.mapping.write(0, b"\x55" * 4096)
-        e._discard_other_side(gm, 0, 4096, private=False)  # in place: nothing to discard
+        discard_other_side(gm, 0, 4096, private=False)  # in place: nothing to discard
         assert gm.mapping.read(0, 4096) == b"\x55" * 4096
 
 

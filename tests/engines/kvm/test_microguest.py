@@ -96,3 +96,59 @@ async def test_reset_reboots_the_guest(tmp_path: Path, microguest_rom: bytes) ->
         assert e.hello is not None
         # memory survives a reset, as on QEMU
         assert await e.guest_hash(rng) == protocol.pattern_hash(8, 0, rng.size)
+
+
+async def test_idle_guest_halts_instead_of_polling(tmp_path: Path, microguest_rom: bytes) -> None:
+    """Between requests the guest halts and its vCPU thread waits; requests still wake it.
+
+    A polling guest makes an exit at least every 50 ms even against the UART's own wait
+    (serial.py), and its thread would spend its time in KVM_RUN and Python.
+    """
+    import asyncio
+    import os
+    import time
+
+    e = engine(tmp_path, microguest_rom)
+    async with e:
+        assert e.channel is not None and e._runner is not None
+        await e.channel.ping()
+        tid = e._runner._thread.native_id
+        assert tid is not None
+        stat = Path(f"/proc/self/task/{tid}/stat")
+
+        def cpu() -> float:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        await asyncio.sleep(0.1)  # let the last reply's exits finish
+        halts, exits, cpu0, t0 = e._runner.idle_halts, e._runner.exits, cpu(), time.monotonic()
+        await asyncio.sleep(2.5)
+        used = (cpu() - cpu0) / (time.monotonic() - t0)
+        assert e._runner.idle_halts - halts >= 2  # re-halted after each IDLE_WAIT (1 s)
+        assert e._runner.exits - exits <= 3 * (e._runner.idle_halts - halts)
+        assert used < 0.2
+        halts = e._runner.idle_halts
+        await e.channel.ping()
+        await asyncio.sleep(0.05)
+        assert e._runner.idle_halts > halts  # woke for the request, then halted again
+
+
+@pytest.mark.parametrize("boot", ["auto", "rom"])
+async def test_boot_at_the_cpl3_entry_or_the_reset_vector(
+    tmp_path: Path, microguest_rom: bytes, boot: str
+) -> None:
+    """auto: vCPU 0 starts at the ROM's 64-bit CPL3 entry; rom: at the reset vector, whose
+    first instruction is real mode. Either way the guest answers, and a reset boots it again
+    from the reset vector (the registers KVM gave the vCPU at creation)."""
+    spec = SPEC.model_copy(update={"guest": SPEC.guest.model_copy(update={"boot": boot})})
+    e = KvmEngine(spec, run_dir=tmp_path, boot_timeout=10, step_timeout=30, rom=microguest_rom)
+    async with e:
+        assert e.hello is not None and e.hello.cpl == 3
+        direct = [ev for ev in e._events if "enters the guest at CPL3" in ev]
+        assert len(direct) == (1 if boot == "auto" else 0)
+        assert e._initial is not None and e._initial[1].cs.base == 0xFFFF0000  # reset state
+        rng = e.resolve("gm", 0, 64 * 1024)
+        await e.guest_write(rng, 5)
+        await e.vm_reset()
+        assert e.hello is not None
+        assert await e.guest_hash(rng) == protocol.pattern_hash(5, 0, 64 * 1024)

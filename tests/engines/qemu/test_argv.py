@@ -52,6 +52,23 @@ def test_regions_become_numa_nodes_after_the_guest_area() -> None:
     assert objs[2] == "memory-backend-ram,id=m1,size=8388608"
 
 
+def test_the_mailbox_page_is_a_node_of_its_own_inside_the_guest_area() -> None:
+    """The guest's area keeps its size, so every region keeps its GPA; its last page is the
+    engine's memfd, shared so that both sides see one page."""
+    a = argv(vm(), mailbox_path="/proc/self/fd/12")
+    assert values(a, "-numa") == [
+        "node,nodeid=0,memdev=qmpgmem-sys",
+        "node,nodeid=1,memdev=qmpgmem-mbox",
+        "node,nodeid=2,memdev=m0",
+    ]
+    assert values(a, "-m") == [f"{4 * 1024 + 16 * 1024}K"]
+    objs = values(a, "-object")
+    assert objs[0] == f"memory-backend-ram,id=qmpgmem-sys,size={4 * 1024 * 1024 - 4096}"
+    assert objs[1] == (
+        "memory-backend-file,id=qmpgmem-mbox,size=4096,mem-path=/proc/self/fd/12,share=on"
+    )
+
+
 @pytest.mark.parametrize(
     ("region", "expected"),
     [
