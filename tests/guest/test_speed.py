@@ -55,4 +55,7 @@ async def test_boot_and_64mib_write_hash(qemu: str, tmp_path: Path, accel: str) 
     boot_bound, work_bound = BOUNDS[accel]
     assert vm.boot_seconds < boot_bound
     assert t2 - t0 < work_bound
-    assert statistics.median(rtts) < 0.005
+    # Over the serial line every byte wakes the sleeping guest (an NMI, then CPL0's hlt
+    # again: emulated on kvm_pvm), ~1-8 ms a PING by load; a guest answering at CPL0
+    # throughout would take ~200x more. The channel's own figures are bench/'s.
+    assert statistics.median(rtts) < 0.05
