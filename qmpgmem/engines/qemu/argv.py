@@ -68,7 +68,9 @@ def opt_value(value: str) -> str:
     return value.replace(",", ",,")
 
 
-def _opts(head: str, props: Mapping[str, str]) -> str:
+def option_string(head: str, props: Mapping[str, str]) -> str:
+    """``head,key=value,...`` with every value escaped (:func:`opt_value`); a key that
+    would split the string is refused."""
     for key in props:
         if "," in key or "=" in key:
             raise ValueError(f"not a QEMU property name: {key!r}")
@@ -99,7 +101,7 @@ def backend_object(
         props["share"] = "on" if region.share else "off"
     elif region.backend == "file":
         props["share"] = "on"
-    return _opts(kind, props)
+    return option_string(kind, props)
 
 
 def build_argv(
@@ -133,7 +135,7 @@ def build_argv(
     argv = [
         qemu_binary,
         "-name", opt_value(name),
-        "-machine", _opts(vm.machine, machine_opts),
+        "-machine", option_string(vm.machine, machine_opts),
         "-accel", accel,
         "-smp", str(vm.vcpus),
         "-m", f"{layout.total_size // 1024}K",
@@ -146,7 +148,7 @@ def build_argv(
         assert MBOX_GPA + MBOX_SIZE == SYS_SIZE
         system = [
             (SYS_REGION_ID, f"memory-backend-ram,id={SYS_REGION_ID},size={MBOX_GPA}"),
-            (MAILBOX_ID, _opts("memory-backend-file", {
+            (MAILBOX_ID, option_string("memory-backend-file", {
                 "id": MAILBOX_ID, "size": str(MBOX_SIZE), "mem-path": mailbox_path,
                 "share": "on"})),
         ]  # fmt: skip

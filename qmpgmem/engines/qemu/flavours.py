@@ -27,7 +27,7 @@ from typing import Final
 
 from qemu.qmp import QMPClient, QMPError
 
-from qmpgmem.engines.qemu.argv import opt_value
+from qmpgmem.engines.qemu.argv import option_string
 from qmpgmem.engines.qemu.process import QemuProcess
 from qmpgmem.errors import ScenarioError, VMLaunchError
 from qmpgmem.host.facts import KvmFacts, QemuFacts
@@ -258,15 +258,6 @@ def plan_flavour(flavour: str, qemu: QemuFacts, kvm: KvmFacts) -> FlavourPlan:
     return planner(qemu, kvm)
 
 
-def _opts(pairs: dict[str, str]) -> str:
-    """``,key=value`` for each pair, values escaped as every QEMU option value is (argv.py):
-    they come from the host (firmware paths, probed numbers), not from this module."""
-    for key in pairs:
-        if "," in key or "=" in key:
-            raise ValueError(f"not a QEMU property name: {key!r}")
-    return "".join(f",{k}={opt_value(v)}" for k, v in pairs.items())
-
-
 def plan_argv(
     plan: FlavourPlan,
     *,
@@ -281,14 +272,16 @@ def plan_argv(
     argv = ["-accel", "kvm"]
     argv += [
         "-machine",
-        f"{plan.machine or machine}{_opts(plan.machine_opts)},memory-backend={backend_id}",
+        option_string(plan.machine or machine, {**plan.machine_opts, "memory-backend": backend_id}),
     ]
     argv += ["-m", ram_size]
     for obj in plan.objects:
         argv += ["-object", obj]
     argv += [
         "-object",
-        f"{plan.backend_type},id={backend_id},size={ram_size}{_opts(plan.backend_props)}",
+        option_string(
+            plan.backend_type, {"id": backend_id, "size": ram_size, **plan.backend_props}
+        ),
     ]
     if plan.cpu is not None:
         argv += ["-cpu", plan.cpu]
