@@ -13,10 +13,12 @@ from qmpgmem.engines.kvm.contract import (
     Mismatch,
     Outcome,
     Skip,
+    kernel_before,
     on_emulated_cpu,
 )
 from qmpgmem.engines.kvm.objects import Kvm
 from qmpgmem.host.cpu import cpu_kind
+from qmpgmem.hostinfo import kernel_release
 
 from .helpers import needs_kvm
 
@@ -26,7 +28,7 @@ from .helpers import needs_kvm
 def test_check_against_this_kernel(chk: Check) -> None:
     backend = kvm_backend()
     with Kvm() as kvm:
-        env = Env(kvm, backend, cpu_emulated=cpu_kind().emulated)
+        env = Env(kvm, backend, cpu_emulated=cpu_kind().emulated, kernel_release=kernel_release())
         result = chk.run(env)
     assert result.name == chk.name and result.backend == backend
     if result.outcome is Outcome.SKIPPED:
@@ -35,7 +37,7 @@ def test_check_against_this_kernel(chk: Check) -> None:
     if result.outcome is Outcome.DEVIATION:
         # only a deviation the check documents for this host, and it names its key
         key = chk.deviation_key(env)
-        assert key is not None and key.startswith(backend)
+        assert key is not None and (key.startswith(backend) or key.startswith("kernels before"))
         assert result.detail.startswith(f"{key}: ")
         return
     assert result.outcome is Outcome.PASSED, result.detail
@@ -54,9 +56,11 @@ def _run(
     deviations: dict[str, str] | None = None,
     backend: str = "kvm_x",
     emulated: bool = False,
+    release: str = "",
 ) -> object:
     chk = Check("t.x", "upstream says so", "api.rst", body, deviations or {})  # type: ignore[arg-type]
-    return chk.run(Env(kvm=None, backend=backend, cpu_emulated=emulated))  # type: ignore[arg-type]
+    env = Env(kvm=None, backend=backend, cpu_emulated=emulated, kernel_release=release)  # type: ignore[arg-type]
+    return chk.run(env)
 
 
 def _mismatch(env: Env) -> None:
@@ -132,6 +136,40 @@ def test_the_emulated_cpu_key_wins_and_the_backend_key_still_applies() -> None:
     assert r.detail.startswith("kvm_x on an emulated CPU: emulator reason")  # type: ignore[attr-defined]
     r = _run(_mismatch, {"kvm_x": "backend reason"}, emulated=True)
     assert r.detail.startswith("kvm_x: backend reason")  # type: ignore[attr-defined]
+
+
+# -- deviations keyed to kernels before an upstream fix ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("release", "outcome"),
+    [
+        ("6.12.118-amd64", Outcome.DEVIATION),
+        ("7.1.9", Outcome.DEVIATION),
+        ("7.2.0-rc1", Outcome.FAILED),
+        ("7.2.13-amd64", Outcome.FAILED),
+        ("10.0.0", Outcome.FAILED),
+        ("", Outcome.FAILED),  # an unknown release is never taken for an old one
+    ],
+)
+def test_a_kernel_before_deviation_applies_only_to_older_releases(
+    release: str, outcome: Outcome
+) -> None:
+    r = _run(_mismatch, {kernel_before("7.2"): "fixed in 7.2"}, release=release)
+    assert r.outcome is outcome, r  # type: ignore[attr-defined]
+    if outcome is Outcome.DEVIATION:
+        assert r.detail.startswith("kernels before 7.2: fixed in 7.2; observed:")  # type: ignore[attr-defined]
+
+
+def test_the_backend_key_wins_over_a_kernel_key() -> None:
+    devs = {kernel_before("7.2"): "kernel reason", "kvm_x": "backend reason"}
+    r = _run(_mismatch, devs, release="6.18.0")
+    assert r.detail.startswith("kvm_x: backend reason")  # type: ignore[attr-defined]
+
+
+def test_kernel_before_wants_major_minor() -> None:
+    with pytest.raises(ValueError, match=r"MAJOR\.MINOR"):
+        kernel_before("7")
 
 
 def _by_name(name: str) -> Check:

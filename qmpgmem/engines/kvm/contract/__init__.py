@@ -39,6 +39,7 @@ from qmpgmem.engines.kvm.contract.core import (
     check,
     expect_errno,
     expect_ok,
+    kernel_before,
     on_emulated_cpu,
 )
 from qmpgmem.engines.kvm.contract.runner import main, run_checks
@@ -54,6 +55,7 @@ __all__ = [
     "check",
     "expect_errno",
     "expect_ok",
+    "kernel_before",
     "main",
     "on_emulated_cpu",
     "run_checks",

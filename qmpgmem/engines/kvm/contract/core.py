@@ -11,9 +11,9 @@ A result is one of:
 * ``passed``   — the kernel does what upstream promises;
 * ``failed``   — it does not, and nothing explains why;
 * ``deviation`` — it does not, on a backend whose difference is measured and written down in
-  the check (``deviations``, keyed by backend, or by :func:`on_emulated_cpu` of it for what
-  only an emulated CPU such as the lab's QEMU TCG does); the expectation itself is never
-  weakened for a backend;
+  the check (``deviations``, keyed by backend, by :func:`on_emulated_cpu` of it for what
+  only an emulated CPU such as the lab's QEMU TCG does, or by :func:`kernel_before` for what
+  upstream fixed in a later release); the expectation itself is never weakened;
 * ``skipped``  — the host cannot run the check (the reason says what is missing).
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import re
 import signal
 import threading
 import time
@@ -87,6 +88,8 @@ class Env:
     cpu_emulated: bool = False
     #: the VM type (KVM_CREATE_VM argument) a check run per VM type is for
     vm_type: int = 0
+    #: the running kernel's release (``uname -r``): picks the :func:`kernel_before` deviations
+    kernel_release: str = ""
 
     def vcpu(self, vm: Vm) -> Vcpu:
         """vCPU 0 with its CPUID set, as the kernel selftests create every vCPU
@@ -137,14 +140,38 @@ def on_emulated_cpu(backend: str) -> str:
     return f"{backend} on an emulated CPU"
 
 
+_KERNEL_BEFORE = re.compile(r"kernels before (\d+)\.(\d+)$")
+
+
+def kernel_before(version: str) -> str:
+    """The deviation key for kernels older than ``version`` (``"7.2"``): upstream fixed the
+    behaviour in that release, and a kernel without the fix shows the old one, whichever
+    backend runs it. Keyed by the release, so a distribution kernel that backported the fix
+    simply passes."""
+    if not re.fullmatch(r"\d+\.\d+", version):
+        raise ValueError(f"kernel_before wants MAJOR.MINOR, not {version!r}")
+    return f"kernels before {version}"
+
+
+def _release_tuple(release: str) -> tuple[int, int] | None:
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _applies_to_kernel(key: str, release: str) -> bool:
+    m = _KERNEL_BEFORE.match(key)
+    running = _release_tuple(release)
+    return bool(m and running and running < (int(m.group(1)), int(m.group(2))))
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
     expectation: str
     source: str
     body: Callable[[Env], None]
-    #: backend (or :func:`on_emulated_cpu` of it) → the measured reason a mismatch there is a
-    #: known deviation
+    #: backend (or :func:`on_emulated_cpu` of it, or :func:`kernel_before` a release) → the
+    #: measured reason a mismatch there is a known deviation
     deviations: dict[str, str] = field(default_factory=dict)
     #: run once per VM type KVM_CAP_VM_TYPES offers, as guest_memfd_test.c's main() loops
     #: (else once, on a default VM or the type the check picks itself)
@@ -157,9 +184,11 @@ class Check:
 
     def deviation_key(self, env: Env) -> str | None:
         """Which recorded deviation applies here: the emulated-CPU one on an emulated CPU,
-        else the backend's own; None when the check records none for this host."""
+        else the backend's own, else a kernel-release one the running kernel predates; None
+        when the check records none for this host."""
         keys = [on_emulated_cpu(env.backend)] if env.cpu_emulated else []
         keys.append(env.backend)
+        keys += [k for k in self.deviations if _applies_to_kernel(k, env.kernel_release)]
         return next((k for k in keys if k in self.deviations), None)
 
     def run(self, env: Env) -> CheckResult:

@@ -22,10 +22,16 @@ def run_checks(names: list[str] | None = None, backend: str | None = None) -> li
     """Run the named checks (all by default) against /dev/kvm; a per-VM-type check once for
     each type KVM_CAP_VM_TYPES offers."""
     from qmpgmem.host.cpu import cpu_kind
+    from qmpgmem.hostinfo import kernel_release
 
     chosen = [c for c in CHECKS if names is None or c.name in names]
     with Kvm() as kvm:
-        env = Env(kvm, backend or kvm_backend(), cpu_emulated=cpu_kind().emulated)
+        env = Env(
+            kvm,
+            backend or kvm_backend(),
+            cpu_emulated=cpu_kind().emulated,
+            kernel_release=kernel_release(),
+        )
         types = offered_vm_types(kvm)
         results = []
         for c in chosen:
