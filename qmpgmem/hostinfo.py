@@ -35,8 +35,10 @@ def kvm_usable(dev: str = "/dev/kvm") -> bool:
 
 
 def find_qemu(explicit: str | None = None) -> str | None:
+    """The QEMU binary to run: a name looked up on PATH, or a path made absolute (QEMU is
+    started from its run directory, where a relative path would name nothing)."""
     if explicit:
-        return explicit if os.sep in explicit else shutil.which(explicit)
+        return os.path.abspath(explicit) if os.sep in explicit else shutil.which(explicit)
     return shutil.which("qemu-system-x86_64")
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,6 +117,33 @@ def test_passing_run_leaves_nothing(
     assert res.returncode == 0, res.stdout + res.stderr
     assert "1 passed, 0 failed" in res.stdout
     assert not (tmp_path / "arts").exists()
+
+
+def test_a_relative_qemu_path_is_taken_from_the_callers_directory(
+    tmp_path: Path, qemu_binary: str, write_scenario: Callable[[str, str], Path]
+) -> None:
+    """QEMU starts in its run directory; a relative --qemu must still name the caller's file."""
+    path = write_scenario(
+        "rel",
+        with_vm(
+            """
+        name: relative-qemu
+        description: boots with a QEMU named relative to the working directory
+        steps:
+          - action: guest.write
+            range: {region: m0, offset: 0, size: 4K}
+            seed: 3
+        """
+        ),
+    )
+    relative = os.path.relpath(shutil.which(qemu_binary) or qemu_binary, tmp_path)
+    assert os.sep in relative and not os.path.isabs(relative)
+    res = qmpgmem("run", str(path), "--qemu", relative, "--json", "r.json", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads((tmp_path / "r.json").read_text())["results"][0]
+    assert result["status"] == "passed" and os.path.isabs(result["qemu"])
+    missing = qmpgmem("run", str(path), "--qemu", "./no-such-qemu", cwd=tmp_path)
+    assert missing.returncode != 0 and "no-such-qemu" in missing.stdout + missing.stderr
 
 
 def test_step_timeout_is_a_timeout(
