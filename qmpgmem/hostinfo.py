@@ -35,8 +35,10 @@ def kvm_usable(dev: str = "/dev/kvm") -> bool:
 
 
 def find_qemu(explicit: str | None = None) -> str | None:
+    """The binary to run: a path made absolute (QEMU starts in its run directory, where a
+    relative ``--qemu build/…`` would name nothing), a bare name looked up on PATH."""
     if explicit:
-        return explicit if os.sep in explicit else shutil.which(explicit)
+        return os.path.abspath(explicit) if os.sep in explicit else shutil.which(explicit)
     return shutil.which("qemu-system-x86_64")
 
 
