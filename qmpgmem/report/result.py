@@ -117,8 +117,11 @@ class Repeats(BaseModel):
 def binary_label(path: str) -> str:
     """A QEMU binary as ids show it: relative to the working directory when below it, the
     bare name when that is what PATH finds, else the path."""
-    here = os.getcwd()
-    if path.startswith(here + os.sep):
+    try:
+        here = os.getcwd()
+    except OSError:  # the working directory was removed
+        here = ""
+    if here and path.startswith(here + os.sep):
         return path[len(here) + 1 :]
     name = os.path.basename(path)
     found = shutil.which(name)
