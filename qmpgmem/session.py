@@ -126,8 +126,10 @@ async def run_scenarios(
 
     ``plan_only``: decide each run (skip reasons, errors found before start) without
     starting any VM; each result is would-run, would-skip (with the reason) or error.
-    ``on_result`` sees each run's result as it ends, before folding.
+    ``on_result`` sees each run's result as it ends, before folding. A plan decides each run
+    once, whatever ``repeat`` (the decision does not change between repeats).
     """
+    repeat = 1 if plan_only else repeat
     runs = [options] if isinstance(options, RunOptions) else list(options)
     results: list[ScenarioResult] = []
     for loaded, opts in planned_runs(

@@ -195,3 +195,20 @@ def test_repeat_of_a_stable_scenario_is_passed_with_every_run_recorded(
     assert r["repeats"]["runs"] == 3 and r["repeats"]["statuses"] == ["passed"] * 3
     assert doc["summary"]["passed"] == 1
     assert [f"run {i}/3)" in res.stdout for i in (1, 2, 3)] == [True] * 3
+
+
+def test_a_plan_of_the_matrix_decides_each_binary_once(tmp_path: Path) -> None:
+    """--plan boots nothing: per binary the decision a run makes, not once per repeat."""
+    sid = extra_qemu()
+    out = tmp_path / "p.json"
+    res = qmpgmem_run(
+        MATRIX[-1], "--qemu", "qemu-system-x86_64", "--qemu", sid, "--matrix", "--repeat", "3",
+        "--plan", "--json", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = json.loads(out.read_text())["results"]
+    assert [(r["status"], r["qemu_version"][:3], r["repeats"]) for r in results] == [
+        ("would-skip", "10.", None),
+        ("would-run", "11.", None),
+    ]
+    assert "needs qemu>=11.0" in results[0]["reason"]

@@ -150,6 +150,7 @@ async def _run(
     from qmpgmem.session import host_context, planned_runs, run_scenarios
 
     ctx = progress.ctx = await host_context(qemu)
+    repeat = 1 if plan else repeat  # a plan decides each run once (as run_scenarios does)
     total = len(planned_runs(scenarios, options, ctx.qemu_binaries, matrix=matrix, repeat=repeat))
     _say(console, header_line(len(scenarios), options, ctx))
     _say(console, accelerator_line(options, ctx))
