@@ -23,7 +23,7 @@ from qmpgmem.engines.base import Engine
 from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS
 from qmpgmem.errors import QmpgmemError, UnsupportedStep
 from qmpgmem.guest import protocol
-from qmpgmem.report.result import ScenarioResult, Status, StepResult
+from qmpgmem.report.result import ScenarioResult, Status, StepResult, result_id
 from qmpgmem.rundir import exclusive_dir, move_contents
 from qmpgmem.sanitize import file_name_part, shell_comment, shell_word
 from qmpgmem.scenario.loader import LoadedScenario
@@ -78,6 +78,11 @@ class RunOptions:
     #: the run opted in to scenario steps that run programs or write host files
     #: (``run --allow-unsafe``; docs/security.md)
     allow_unsafe: bool = False
+    #: the QEMU binary this run must use (``run --matrix``); None: the first of the host's
+    #: binaries that meets the scenario's requirements
+    qemu: str | None = None
+    #: which run of a ``--repeat`` this is (0-based); None when the scenario runs once
+    repeat_index: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -169,7 +174,10 @@ class ScenarioRun:
         self.gmem_plan: FlavourPlan | None = None  # chosen when the VM uses guest_memfd
 
     def _result(self, status: Status, reason: str, t0: float, **kw: Any) -> ScenarioResult:
+        qemu = self.qemu_binary if self.options.engine == "qemu" else None
+        version = self.host.qemu_versions.get(qemu) if qemu else None
         return ScenarioResult(
+            id=result_id(self.sc.name, self.options.engine, qemu, version),
             scenario=self.sc.name,
             file=str(self.loaded.path),
             status=status,
@@ -179,8 +187,10 @@ class ScenarioRun:
             accel=self.accel if self.options.engine == "qemu" else "kvm",
             accel_note=self.accel_note if self.options.engine == "qemu" else None,
             tags=list(self.sc.tags),
-            qemu=self.qemu_binary if self.options.engine == "qemu" else None,
+            qemu=qemu,
+            qemu_version=version,
             steps=self.steps,
+            repeat_index=self.options.repeat_index,
             **kw,
         )
 
@@ -196,7 +206,10 @@ class ScenarioRun:
         return str(why) if why else None
 
     def _choose_qemu(self) -> str | None:
-        """The first QEMU binary that meets the scenario's requirements (else the first)."""
+        """The binary the options pin (``--matrix``: a skip names what it lacks), else the
+        first QEMU binary that meets the scenario's requirements (else the first)."""
+        if self.options.qemu is not None:
+            return self.options.qemu
         for binary in self.host.qemu_binaries:
             if self._unmet(binary) is None:
                 return binary

@@ -6,12 +6,14 @@ the host is probed or how results are summed up.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
 from qmpgmem import hostinfo
 from qmpgmem.engines.factory import build_engine
 from qmpgmem.errors import SetupError
+from qmpgmem.report.repeats import fold_repeats
 from qmpgmem.report.result import HostInfo, RunReport, ScenarioResult, Summary
 from qmpgmem.rundir import reap_stale_run_dirs
 from qmpgmem.runner import HostContext, RunOptions, ScenarioRun
@@ -75,6 +77,40 @@ def host_info(ctx: HostContext, engine: str) -> HostInfo:
     )
 
 
+def planned_runs(
+    scenarios: Sequence[LoadedScenario],
+    options: RunOptions | Sequence[RunOptions],
+    qemu_binaries: Sequence[str] = (),
+    *,
+    matrix: bool = False,
+    repeat: int = 1,
+) -> list[tuple[LoadedScenario, RunOptions]]:
+    """Every run a ``qmpgmem run`` makes, in order: engine x scenario x binary x repeat.
+
+    ``options``: one per engine. ``matrix``: a qemu-engine run per binary of
+    ``qemu_binaries``, each pinned to it (a binary the scenario's requirements rule out gives
+    a skip saying why); without it the runner takes the first that meets them. The kvm
+    engine has no binary axis. ``repeat``: each run that many times, numbered by
+    ``repeat_index`` for :func:`qmpgmem.report.repeats.fold_repeats`.
+    """
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, not {repeat}")
+    engines = [options] if isinstance(options, RunOptions) else list(options)
+    out: list[tuple[LoadedScenario, RunOptions]] = []
+    for opts in engines:
+        pins: list[str | None] = [opts.qemu]
+        if matrix and opts.engine == "qemu" and opts.qemu is None and qemu_binaries:
+            pins = list(qemu_binaries)
+        for loaded in scenarios:
+            for binary in pins:
+                for index in range(repeat):
+                    run = dataclasses.replace(
+                        opts, qemu=binary, repeat_index=index if repeat > 1 else None
+                    )
+                    out.append((loaded, run))
+    return out
+
+
 async def run_scenarios(
     scenarios: Sequence[LoadedScenario],
     ctx: HostContext,
@@ -82,22 +118,30 @@ async def run_scenarios(
     on_start: Callable[[LoadedScenario, RunOptions], None] | None = None,
     on_result: Callable[[ScenarioResult], None] | None = None,
     plan_only: bool = False,
+    *,
+    matrix: bool = False,
+    repeat: int = 1,
 ) -> RunReport:
-    """Every scenario with each engine's options, in order; one report.
+    """Every run of :func:`planned_runs`, in order; one report, the repeats folded.
 
     ``plan_only``: decide each run (skip reasons, errors found before start) without
     starting any VM; each result is would-run, would-skip (with the reason) or error.
+    ``on_result`` sees each run's result as it ends, before folding. A plan decides each run
+    once, whatever ``repeat`` (the decision does not change between repeats).
     """
+    repeat = 1 if plan_only else repeat
     runs = [options] if isinstance(options, RunOptions) else list(options)
     results: list[ScenarioResult] = []
-    for opts in runs:
-        for loaded in scenarios:
-            if on_start:
-                on_start(loaded, opts)
-            run = ScenarioRun(loaded, ctx, opts, build_engine)
-            result = await (run.plan() if plan_only else run.run())
-            results.append(result)
-            if on_result:
-                on_result(result)
+    for loaded, opts in planned_runs(
+        scenarios, runs, ctx.qemu_binaries, matrix=matrix, repeat=repeat
+    ):
+        if on_start:
+            on_start(loaded, opts)
+        run = ScenarioRun(loaded, ctx, opts, build_engine)
+        result = await (run.plan() if plan_only else run.run())
+        results.append(result)
+        if on_result:
+            on_result(result)
+    folded = fold_repeats(results)
     engines = ",".join(o.engine for o in runs)
-    return RunReport(summary=Summary.of(results), results=results, host=host_info(ctx, engines))
+    return RunReport(summary=Summary.of(folded), results=folded, host=host_info(ctx, engines))

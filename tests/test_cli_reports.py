@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,7 +116,10 @@ def test_junit_validates_and_carries_what_a_reader_needs(tmp_path: Path, junit_x
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("5", "1", "2")
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props["host.kvm_backend"] and props["host.kernel_release"] == os.uname().release
-    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    names = [c.get("name") or "" for c in suite.iter("testcase")]
+    cases = {name.split(" [")[0]: c for name, c in zip(names, suite.iter("testcase"), strict=True)}
+    # a testcase names its engine, QEMU version and binary: two binaries are two testcases
+    assert any(re.fullmatch(r"a-pass \[qemu, QEMU \d+\.\d+\S* \S+\]", n) for n in names), names
 
     failed = cases["b-fail"]
     assert failed.find("failure") is not None

@@ -21,13 +21,14 @@ _STYLE = {
     "failed": "bold red",
     "error": "bold red",
     "timeout": "bold red",
+    "flaky": "bold magenta",
     "skipped": "cyan",
     "deviation": "yellow",
     "miss": "magenta",
 }
 _SHORT = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "timeout": "TIMEOUT",
-          "skipped": "SKIP", "deviation": "DEV", "would-run": "PLAN", "would-skip": "PLAN-SKIP",
-          "miss": "MISS"}
+          "flaky": "FLAKY", "skipped": "SKIP", "deviation": "DEV", "would-run": "PLAN",
+          "would-skip": "PLAN-SKIP", "miss": "MISS"}
 
 
 def _reports(paths: tuple[Path, ...]) -> list[Path]:

@@ -108,9 +108,10 @@ def compare(base: Path, new: Path, json_path: Path | None, ratio: float, seconds
     """Compare NEW against BASE: two `run --json` reports, two `kernel-contract --json`,
     two `probe --json` or two bench figures files (docs/fleet.md).
 
-    Run reports are compared per scenario x engine x QEMU binary: new failures, new skips,
-    missing results, durations beyond the noise threshold (both --ratio and --seconds),
-    an interrupted run or a failed strict gate are regressions (exit 1); fixes, vanished
+    Run reports are compared per scenario x engine x QEMU binary (x lab kernel): new
+    failures, new skips, results flaky now (run --repeat), missing results, durations beyond
+    the noise threshold (both --ratio and --seconds), an interrupted run or a failed strict
+    gate are regressions (exit 1); fixes, vanished
     skips, changed skip reasons and other status changes are listed. Probe reports: lost
     capabilities regress, other changes are listed. Host fingerprint differences are
     always listed and never fail. Two files of different kinds, or of a schema_version this

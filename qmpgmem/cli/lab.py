@@ -137,12 +137,24 @@ _ALWAYS_SHOWN = ("QMPGMEM-LAB-FAILED", "QMPGMEM-LAB-WARNING", "Kernel panic", "O
 
 def _lab_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Options every command that boots L1 takes."""
+    return _add_lab_options(f, many_kernels=False)
+
+
+def _lab_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``lab run``'s: ``--kernel`` repeats (the kernels as an axis, one L1 boot each)."""
+    return _add_lab_options(f, many_kernels=True)
+
+
+def _add_lab_options(f: Callable[..., Any], many_kernels: bool) -> Callable[..., Any]:
+    kernel_help = "Lab kernel series (default: the newest one built; built when none is)."
+    if many_kernels:
+        kernel_help += (
+            " Repeat to run on each kernel: one L1 boot per kernel, one merged report whose "
+            "results name their kernel."
+        )
     options = [
         click.option(
-            "--kernel",
-            "series",
-            metavar="X.Y",
-            help="Lab kernel series (default: the newest one built; built when none is).",
+            "--kernel", "series", metavar="X.Y", multiple=many_kernels, help=kernel_help
         ),
         click.option(
             "--l1-cpus", type=click.IntRange(1, 8), default=2, show_default=True,
@@ -317,28 +329,95 @@ def _inner_qmpgmem() -> str:
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
     short_help="Run scenarios inside L1 (the run command's options).",
 )
-@_lab_options
+@_lab_run_options
 @click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
 def lab_run(run_args: tuple[str, ...], **opts: Any) -> None:
     """Run `qmpgmem run RUN_ARGS` inside L1, with its lines streamed live.
 
     RUN_ARGS are the run command's paths and options, unchanged (see qmpgmem run --help);
-    --json, --junit and --artifacts are written on this host where you name them. Exit
-    status: the inner run's (0 all passed or skipped, 1 something failed), 1 when L1 failed,
-    130 when interrupted.
+    --json, --junit and --artifacts are written on this host where you name them. With
+    --kernel repeated, L1 boots once per kernel and --json and --junit hold all kernels'
+    results, each naming its kernel (artifacts go to ARTIFACTS/KERNEL-RELEASE). Exit
+    status: the inner run's (0 all passed or skipped, 1 something failed; the worst of the
+    kernels'), 1 when L1 failed, 130 when interrupted.
 
     \b
     Examples:
       qmpgmem lab run --engine kvm scenarios/conversion
       qmpgmem lab run --kernel 6.12 --engine kvm scenarios/conversion --json lab.json
+      qmpgmem lab run --kernel 7.2 --kernel 6.12 --engine kvm scenarios/conversion --json k.json
       qmpgmem lab run --engine qemu scenarios/conversion -k default-vm
     """
     from qmpgmem.lab.machine import SHARE_IN_L1
 
+    kernels: tuple[str, ...] = tuple(dict.fromkeys(opts["series"]))
     args, wanted = _rewrite_outputs(list(run_args), f"{SHARE_IN_L1}/out")
+    if len(kernels) > 1:
+        _run_on_kernels(kernels, args, wanted, opts, f"{SHARE_IN_L1}/out")
+    opts = dict(opts, series=kernels[0] if kernels else None)
     inner = f"{_inner_qmpgmem()} run {shlex.join(args)}"
     outcome, _ = _boot(_job(inner), opts, lambda out: _copy_back(out, wanted))
     raise click.exceptions.Exit(outcome.rc)
+
+
+def _run_on_kernels(
+    kernels: tuple[str, ...],
+    args: list[str],
+    wanted: dict[str, Path],
+    opts: dict[str, Any],
+    share_out: str,
+) -> None:
+    """One L1 boot per kernel, then one merged report (qmpgmem/lab/merge.py); exits.
+
+    An L1 that fails ends the run; the report then holds the kernels done so far and says
+    which one failed (``complete: false``)."""
+    from qmpgmem.lab.merge import merge_kernel_reports
+    from qmpgmem.report.envelope import RunDocument, load_report
+    from qmpgmem.report.files import write_reports
+
+    if "--write-expected-skips" in wanted:
+        raise click.UsageError(
+            "--write-expected-skips takes one lab kernel: an expected-skips file is per host "
+            "class, and each kernel is another one"
+        )
+    if "--json" not in wanted:  # the merge reads each kernel's report
+        args = [*args, "--json", f"{share_out}/{_OUTPUT_OPTIONS['--json']}"]
+    inner = f"{_inner_qmpgmem()} run {shlex.join(args)}"
+    docs: list[RunDocument] = []
+    codes: list[int] = []
+
+    def collect(out: Path) -> None:
+        produced = out / _OUTPUT_OPTIONS["--json"]
+        if not produced.exists():
+            return
+        doc = load_report(produced.read_text())
+        assert isinstance(doc, RunDocument)
+        docs.append(doc)
+        arts = {"--artifacts": wanted["--artifacts"] / doc.host.kernel_release}
+        _copy_back(out, arts)
+
+    def finish(missing: str | None) -> None:
+        if docs:
+            write_reports(
+                merge_kernel_reports(docs, missing), wanted.get("--json"), wanted.get("--junit")
+            )
+
+    for n, series in enumerate(kernels, 1):
+        click.echo(f"lab: kernel {n} of {len(kernels)}: {series}", err=True)
+        before = len(docs)
+        try:
+            outcome, kernel = _boot(_job(inner), dict(opts, series=series), collect)
+        except click.exceptions.Exit:
+            finish(f"L1 of lab kernel {series} failed")
+            raise
+        codes.append(outcome.rc)
+        if len(docs) == before:
+            click.echo(f"lab: kernel {kernel.release}: the run wrote no report", err=True)
+            codes.append(EXIT_FAILED)
+    finish(None if len(docs) == len(kernels) else "a kernel's run wrote no report")
+    if docs:
+        click.echo(f"lab: {len(docs)} kernels: {merge_kernel_reports(docs).summary.counts()}")
+    raise click.exceptions.Exit(max(codes))
 
 
 def _job(command: str) -> str:

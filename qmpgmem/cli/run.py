@@ -33,7 +33,14 @@ from qmpgmem.host.requirements import check_requirement_syntax
 from qmpgmem.library import default_paths
 from qmpgmem.report.expected_skips import ExpectedSkips, write_expected_skips
 from qmpgmem.report.files import ReportFiles
-from qmpgmem.report.result import HostInfo, RunReport, ScenarioResult, Status, Summary
+from qmpgmem.report.result import (
+    HostInfo,
+    RunReport,
+    ScenarioResult,
+    Status,
+    Summary,
+    result_id,
+)
 from qmpgmem.runner import HostContext, RunOptions
 from qmpgmem.scenario.loader import LoadedScenario, load_paths
 from qmpgmem.scenario.tags import TagExpression, TagExpressionError
@@ -68,13 +75,15 @@ class Progress:
         return self.stopped_by or first_signal() or "SIGINT"
 
     def report(self, complete: bool) -> RunReport:
+        from qmpgmem.report.repeats import fold_repeats
         from qmpgmem.session import host_info
 
-        results = list(self.results)
+        results = fold_repeats(self.results)
         if not complete and self.current is not None:
             loaded, opts, t0 = self.current
             results.append(
                 ScenarioResult(
+                    id=result_id(loaded.scenario.name, opts.engine, opts.qemu),
                     scenario=loaded.scenario.name,
                     file=str(loaded.path),
                     status=Status.ERROR,
@@ -82,6 +91,7 @@ class Progress:
                     f"{time.monotonic() - t0:.1f} s; the VM was stopped",
                     duration_s=round(time.monotonic() - t0, 4),
                     engine=opts.engine,
+                    qemu=opts.qemu,
                     tags=list(loaded.scenario.tags),
                 )
             )
@@ -134,11 +144,14 @@ async def _run(
     console: Console,
     progress: Progress,
     plan: bool,
+    matrix: bool = False,
+    repeat: int = 1,
 ) -> RunReport:
-    from qmpgmem.session import host_context, run_scenarios
+    from qmpgmem.session import host_context, planned_runs, run_scenarios
 
     ctx = progress.ctx = await host_context(qemu)
-    total = len(scenarios) * len(options)
+    repeat = 1 if plan else repeat  # a plan decides each run once (as run_scenarios does)
+    total = len(planned_runs(scenarios, options, ctx.qemu_binaries, matrix=matrix, repeat=repeat))
     _say(console, header_line(len(scenarios), options, ctx))
     _say(console, accelerator_line(options, ctx))
 
@@ -146,7 +159,7 @@ async def _run(
         progress.results.append(r)
         progress.current = None
         progress.files.update(progress.report(complete=False))
-        _say(console, result_line(r, len(progress.results), total, plan))
+        _say(console, result_line(r, len(progress.results), total, plan, repeat))
         for line in artifact_lines(r):
             _say(console, line)
 
@@ -159,10 +172,16 @@ async def _run(
             n = len(progress.results) + 1
             status.update(f"[{n}/{total}] running {loaded.scenario.name} [{opts.engine}] …")
 
+    async def go() -> RunReport:
+        return await run_scenarios(
+            scenarios, ctx, options, on_start, on_result, plan_only=plan, matrix=matrix,
+            repeat=repeat,
+        )
+
     if status is None:
-        return await run_scenarios(scenarios, ctx, options, on_start, on_result, plan_only=plan)
+        return await go()
     with status:
-        return await run_scenarios(scenarios, ctx, options, on_start, on_result, plan_only=plan)
+        return await go()
 
 
 async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
@@ -218,7 +237,24 @@ def _host_class(ctx: HostContext | None) -> str:
     metavar="BIN",
     multiple=True,
     help="QEMU binary (default: qemu-system-x86_64). Repeat to offer several: each "
-    "scenario runs with the first that meets its requirements.",
+    "scenario runs with the first that meets its requirements (with --matrix: on each).",
+)
+@click.option(
+    "--matrix",
+    is_flag=True,
+    help="Run every scenario on every --qemu binary (a binary that does not meet the "
+    "scenario's requirements gives a skip saying why); each result names its binary and "
+    "version. The kvm engine has no binary axis.",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Run each scenario (on each engine and binary) N times; one result each: its "
+    "status when all runs agree, else flaky, with every run's status and the min/median/"
+    "max time.",
 )
 @click.option(
     "--accel",
@@ -301,6 +337,8 @@ def run(
     paths: tuple[Path, ...],
     engines: tuple[str, ...],
     qemu: tuple[str, ...],
+    matrix: bool,
+    repeat: int,
     accel: str | None,
     keyword: str | None,
     tag_expr: str | None,
@@ -318,7 +356,8 @@ def run(
     with qmpgmem) on the built-in micro guest.
 
     Each scenario ends passed, failed (an expectation did not hold), error (the VM or the
-    harness broke), timeout, or skipped (this host lacks something; the reason says what).
+    harness broke), timeout, or skipped (this host lacks something; the reason says what);
+    with --repeat, flaky when its runs ended differently (a failure of the run).
     Exit status: 0 when everything passed or was skipped, 1 when anything failed, errored or
     timed out (or, with --strict, skipped unexpectedly or fell back to TCG), 2 for invalid
     scenario files or options, 130 when interrupted (every VM is stopped first; the reports
@@ -331,6 +370,8 @@ def run(
       qmpgmem run --engine kvm scenarios/kernel
       qmpgmem run scenarios/ -m 'conversion and not smp' --json report.json
       qmpgmem run scenarios/ --engine qemu --engine kvm --plan
+      qmpgmem run scenarios/ --qemu qemu-system-x86_64 --qemu ./qemu-11 --matrix
+      qmpgmem run scenarios/basic --repeat 5 --json repeats.json
     \b
     A host-image gate (docs/ci.md):
       qmpgmem run scenarios/ --engine qemu --engine kvm --write-expected-skips host-class.yaml
@@ -378,7 +419,7 @@ def run(
     progress = Progress(
         files=files, engines=",".join(o.engine for o in options), allow_unsafe=allow_unsafe
     )
-    main = _run(selected, options, qemu, console, progress, plan)
+    main = _run(selected, options, qemu, console, progress, plan, matrix, repeat)
     try:
         report = asyncio.run(_cancellable(main))
     except (KeyboardInterrupt, asyncio.CancelledError):

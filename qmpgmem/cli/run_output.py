@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from qmpgmem.report.result import Gate, RunReport, ScenarioResult, Status
+from qmpgmem.report.result import Gate, RunReport, ScenarioResult, Status, binary_label
 from qmpgmem.runner import HostContext, RunOptions
 from qmpgmem.sanitize import printable
 
@@ -33,6 +33,7 @@ STYLE = {
     Status.ERROR: "bold magenta",
     Status.TIMEOUT: "bold yellow",
     Status.SKIPPED: "cyan",
+    Status.FLAKY: "bold red",
     Status.WOULD_RUN: "green",
     Status.WOULD_SKIP: "cyan",
 }
@@ -71,7 +72,16 @@ def accelerator_line(options: Sequence[RunOptions], ctx: HostContext) -> str:
     )
 
 
-def result_line(r: ScenarioResult, count: int, total: int, plan: bool) -> str:
+def binary_text(r: ScenarioResult) -> str:
+    """ " QEMU 10.0.2 qemu-system-x86_64": the binary a qemu-engine result ran with."""
+    return f" QEMU {r.qemu_version or '?'} {binary_label(r.qemu)}" if r.qemu else ""
+
+
+def result_line(
+    r: ScenarioResult, count: int, total: int, plan: bool, repeat: int = 1
+) -> str:
+    """One run's line: status, scenario, engine/accelerator, the QEMU binary and its version,
+    time and checks (and which run of a ``--repeat``), the reason when it did not pass."""
     width = len(str(total))
     label = r.status.value.upper()
     line = f"[{count:>{width}}/{total}] [{STYLE[r.status]}]{label:{10 if plan else 7}}[/] "
@@ -80,8 +90,12 @@ def result_line(r: ScenarioResult, count: int, total: int, plan: bool) -> str:
     detail = f"{r.duration_s:.2f}s"
     if checks:
         detail += f", {len(checks)} checks" + (f", {computed} by the model" if computed else "")
+    if r.repeat_index is not None:
+        detail += f", run {r.repeat_index + 1}/{repeat}"
     fallback = ", fallback" if r.accel_note else ""
-    line += _text(f"{r.scenario} [{r.engine}/{r.accel or '?'}{fallback}] ({detail})")
+    line += _text(
+        f"{r.scenario} [{r.engine}/{r.accel or '?'}{fallback}]{binary_text(r)} ({detail})"
+    )
     if r.status not in (Status.PASSED, Status.WOULD_RUN):
         line += f" — {_text(r.reason)}"
     for warning in r.warnings:
@@ -100,6 +114,8 @@ def artifact_lines(r: ScenarioResult) -> list[str]:
 
 def _counts_table(report: RunReport, plan: bool) -> Table:
     columns = _PLAN_COLUMNS if plan else _COLUMNS
+    if any(r.status is Status.FLAKY for r in report.results):
+        columns = (*columns[:-1], Status.FLAKY, columns[-1])
     table = Table(title="qmpgmem plan" if plan else "qmpgmem run", title_justify="left")
     table.add_column("engine", no_wrap=True)
     for status in columns:
@@ -133,8 +149,12 @@ def print_summary(console: Console, report: RunReport, plan: bool) -> None:
         for r in bad:
             console.print(
                 f"  [{STYLE[r.status]}]{r.status.value.upper()}[/] "
-                + _text(f"{r.scenario} [{r.engine}/{r.accel or '?'}] — {r.reason}")
+                + _text(
+                    f"{r.scenario} [{r.engine}/{r.accel or '?'}]{binary_text(r)} — {r.reason}"
+                )
             )
+            if r.repeats is not None:
+                console.print(_text(f"      times: {r.repeats.spread()}"))
             for line in artifact_lines(r):
                 console.print(line)
     console.print(report.summary.counts())

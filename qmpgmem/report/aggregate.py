@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from qmpgmem.report.compare import binary_slot, merge_results
+from qmpgmem.report.compare import merge_results, result_slot
 from qmpgmem.report.envelope import ContractDocument, RunDocument
 from qmpgmem.report.hosts import host_hash, host_id
 from qmpgmem.report.inputs import LoadedReport, ReportInputError
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: statuses a cell can have: a run's, and a kernel-contract check's "deviation"
-BAD = frozenset({"failed", "error", "timeout"})
+BAD = frozenset({"failed", "error", "timeout", "flaky"})
 #: the engine column of kernel-contract rows
 CONTRACT = "kernel-contract"
 
@@ -161,7 +161,7 @@ def _run_results(doc: RunDocument, path: str) -> list[tuple[AggregateRow, Aggreg
     created = _stamp(doc.created)
     groups: dict[tuple[str, str, str], list[ScenarioResult]] = {}
     for r in doc.results:
-        groups.setdefault((r.scenario, r.engine, binary_slot(r, doc.host)), []).append(r)
+        groups.setdefault((r.scenario, r.engine, result_slot(r, doc.host)), []).append(r)
     out = []
     for (scenario, engine, slot), results in groups.items():
         merged = merge_results(results, doc.host)

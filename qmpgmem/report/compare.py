@@ -9,8 +9,10 @@ platform team a host after an image change against the host before it. A differe
   failure (passed or skipped before, failed, error or timeout now), a new skip (ran before,
   skips now: coverage lost), a result that is missing now, a duration beyond the noise
   threshold (slower by at least ``ratio`` *and* by ``seconds``), a report that is incomplete
-  now, a strict gate that failed now. Fixes, vanished skips, changed skip reasons, other status
-  changes, results added, and a faster duration are reported and do not fail.
+  now, a strict gate that failed now, a result that is flaky now (``run --repeat``: its
+  runs ended differently) that neither failed nor was flaky before. Fixes (failed or flaky
+  before, passed now), vanished skips, changed skip reasons, other status changes, results
+  added, and a faster duration are reported and do not fail.
 - ``kernel-contract``: per check, the same rules over passed / deviation / skipped / failed.
 - ``probe`` and ``bench``: :mod:`qmpgmem.report.compare_facts`.
 
@@ -45,6 +47,7 @@ __all__ = [
     "compare_reports",
     "merge_results",
     "regressions_first",
+    "result_slot",
 ]
 
 
@@ -55,6 +58,7 @@ class ChangeKind(StrEnum):
     SLOWER = "slower"
     INCOMPLETE = "incomplete"
     GATE = "gate"
+    FLAKY = "flaky"  # run --repeat: the runs of a result ended differently
     LOST = "lost"  # probe: a capability the host had
     FIXED = "fixed"
     VANISHED_SKIP = "vanished-skip"
@@ -125,6 +129,7 @@ _SEVERITY: Final = (
     Status.ERROR,
     Status.TIMEOUT,
     Status.FAILED,
+    Status.FLAKY,
     Status.SKIPPED,
     Status.WOULD_SKIP,
     Status.WOULD_RUN,
@@ -141,6 +146,13 @@ def binary_slot(result: ScenarioResult, host: HostInfo) -> str:
         if q.path == result.qemu:
             return f"qemu[{i}]"
     return result.qemu
+
+
+def result_slot(result: ScenarioResult, host: HostInfo) -> str:
+    """What tells results of one scenario and engine apart in a report: the binary's slot
+    (:func:`binary_slot`) and, for the lab's kernels, ``kernel 7.2.13``."""
+    slot = binary_slot(result, host)
+    return f"{slot} kernel {result.kernel}".strip() if result.kernel else slot
 
 
 def _binary_version(result: ScenarioResult, host: HostInfo) -> str | None:
@@ -166,12 +178,13 @@ def merge_results(results: Sequence[ScenarioResult], host: HostInfo) -> Merged:
     passed = [r.duration_s for r in results if r.status is Status.PASSED]
     version = _binary_version(worst, host)
     slot = binary_slot(worst, host)
+    kernel = f" kernel {worst.kernel}" if worst.kernel else ""
     return Merged(
         status=worst.status,
         reason=worst.reason,
         duration_s=statistics.median(passed) if passed else None,
-        runs=len(results),
-        binary=f"{slot} {version}" if slot and version else slot,
+        runs=sum(r.repeats.runs if r.repeats else 1 for r in results),
+        binary=((f"{slot} {version}" if slot and version else slot) + kernel).strip(),
         binary_version=version,
     )
 
@@ -179,7 +192,7 @@ def merge_results(results: Sequence[ScenarioResult], host: HostInfo) -> Merged:
 def _by_key(doc: RunDocument) -> dict[tuple[str, str, str], Merged]:
     groups: dict[tuple[str, str, str], list[ScenarioResult]] = {}
     for r in doc.results:
-        groups.setdefault((r.scenario, r.engine, binary_slot(r, doc.host)), []).append(r)
+        groups.setdefault((r.scenario, r.engine, result_slot(r, doc.host)), []).append(r)
     return {key: merge_results(rs, doc.host) for key, rs in groups.items()}
 
 
@@ -203,11 +216,13 @@ def _status_change(
             )
         return None
     detail = n_reason
-    if n in _BAD and b not in _BAD:
+    if n is Status.FLAKY and b not in _BAD:
+        kind, regression = ChangeKind.FLAKY, True
+    elif n in _BAD and b not in _BAD:
         kind, regression = ChangeKind.NEW_FAILURE, True
     elif n in _SKIP and b not in _SKIP:
         kind, regression = ChangeKind.NEW_SKIP, True
-    elif b in _BAD and n not in _BAD and n not in _SKIP:
+    elif b in _BAD | {Status.FLAKY} and n not in _BAD | _SKIP | {Status.FLAKY}:
         kind, regression = ChangeKind.FIXED, False
     elif b in _SKIP and n not in _SKIP and n not in _BAD:
         kind, regression, detail = ChangeKind.VANISHED_SKIP, False, f"skipped before: {b_reason}"
@@ -280,10 +295,13 @@ def _compare_runs(
             continue
         subject = _subject(key, cur.binary)
         if old is None:
-            bad = cur.status in _BAD
+            flaky = cur.status is Status.FLAKY
+            bad = cur.status in _BAD or flaky
+            kind = ChangeKind.NEW_FAILURE if bad else ChangeKind.ADDED
+            kind = ChangeKind.FLAKY if flaky else kind
             changes.append(
                 Change(
-                    kind=ChangeKind.NEW_FAILURE if bad else ChangeKind.ADDED, subject=subject,
+                    kind=kind, subject=subject,
                     new=str(cur.status), detail=cur.reason or "not in the base report",
                     regression=bad,
                 )

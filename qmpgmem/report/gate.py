@@ -4,8 +4,10 @@ Why a gate on top of statuses: a host whose /dev/kvm broke still "passes" with s
 (every KVM scenario skips, QEMU's auto accelerator quietly runs TCG). Under ``--strict`` a skip
 must be in the host class's baseline (:mod:`qmpgmem.report.expected_skips`) with a matching
 reason, no result may have run on TCG because KVM was unusable, and no passed result may
-carry a warning (a run that checked nothing says so in ``warnings``). The verdict is one
-sentence that leads with the cause when KVM itself is the cause.
+carry a warning (a run that checked nothing says so in ``warnings``). A ``flaky`` result
+(``run --repeat N``: its runs ended differently) fails the gate as any result that did not
+pass does, and the verdict counts it apart, since a flake asks for another fix than a
+failure. The verdict is one sentence that leads with the cause when KVM itself is the cause.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ WARNED = "passed with a warning: "
 
 
 def _violation(result: ScenarioResult, baseline: ExpectedSkips) -> str | None:
+    if result.status is Status.FLAKY:
+        return f"flaky: {result.reason}"
     if result.status is Status.SKIPPED and baseline.expected(result) is None:
         near = baseline.about(result)
         if near is not None:
@@ -45,14 +49,17 @@ def judge(
         for r in results
         if (why := _violation(r, baseline)) is not None
     ]
-    failed = sum(1 for r in results if not r.status.ok)
+    flaky = sum(1 for r in results if r.status is Status.FLAKY)
+    failed = sum(1 for r in results if not r.status.ok) - flaky
     unused = [f"{e.scenario} [{e.engine}] (line {e.line})" for e in baseline.unused(results)]
     skips = sum(1 for v in violations if v.status is Status.SKIPPED)
     warned = sum(1 for v in violations if v.why.startswith(WARNED))
-    tcg = len(violations) - skips - warned
+    tcg = len(violations) - skips - warned - flaky
     parts = []
     if failed:
         parts.append(f"{failed} did not pass")
+    if flaky:
+        parts.append(f"{flaky} flaky (their runs ended differently)")
     if skips:
         parts.append(f"{skips} unexpected skip{'s' if skips != 1 else ''} ({baseline.describe()})")
     if tcg:

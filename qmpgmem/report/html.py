@@ -22,6 +22,7 @@ LEGEND: Final = {
     "failed": ("FAIL", "an expectation did not hold"),
     "error": ("ERROR", "the harness or the VM broke"),
     "timeout": ("TIMEOUT", "a step or the scenario ran out of time"),
+    "flaky": ("FLAKY", "run --repeat: its runs ended differently (the tooltip says how)"),
     "skipped": ("SKIP", "this host cannot run it (the reason is the cell's tooltip)"),
     "deviation": ("DEV", "kernel-contract: this KVM backend is known to differ"),
     "would-run": ("PLAN", "--plan: would run"),
@@ -42,6 +43,7 @@ td.cell { text-align: center; font-weight: 600; white-space: nowrap; }
 .st-failed { background: #f7b4b4; color: #7d0000; }
 .st-error { background: #f3c089; color: #6b3000; }
 .st-timeout { background: #f5d98b; color: #5b4300; }
+.st-flaky { background: #f7c6e0; color: #6d0a45; }
 .st-skipped { background: #dfe3e8; color: #3d4650; }
 .st-deviation { background: #d8d0f2; color: #3a2a78; }
 .st-would-run, .st-would-skip { background: #e2eefb; color: #1d4f82; }

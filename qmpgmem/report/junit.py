@@ -7,6 +7,13 @@ serial and QMP tails of a run that did not pass, and one ``[[ATTACHMENT|path]]``
 file (Jenkins' attachments convention). A skip's reason is the element's text as well as its
 ``message`` (GitLab shows the text). A timeout is an error with the word in its message, so it
 is not mistaken for a wrong expectation. Paths are relative to the working directory.
+
+A testcase is named by the result's id (scenario, engine, QEMU binary and version, the lab's
+kernel), so the runs of one scenario on two binaries (``run --matrix``) are two testcases. A
+``flaky`` result (``run --repeat N``, its runs ended differently) is a ``<failure
+type="flaky">``: a job that asked for repeats to find flakes must go red in every reader, and
+junit-10.xsd has no other place for it; the message says which statuses the runs ended in,
+``<system-out>`` each run's status and the min/median/max time.
 """
 
 from __future__ import annotations
@@ -64,7 +71,12 @@ def _system_out(r: ScenarioResult, base: Path | None) -> str:
     note = f" ({r.accel_note})" if r.accel_note else ""
     out.append(f"engine: {r.engine}, accel: {r.accel or '?'}{note}")
     if r.qemu:
-        out.append(f"qemu: {relative(r.qemu, base)}")
+        out.append(f"qemu: {relative(r.qemu, base)} {r.qemu_version or '?'}")
+    if r.kernel:
+        out.append(f"kernel: {r.kernel}")
+    if r.repeats is not None:
+        out.append(f"runs: {', '.join(map(str, r.repeats.statuses))}")
+        out.append(f"times: {r.repeats.spread()}")
     out.append(f"file: {relative(r.file, base)}")
     out += [f"step {st.index} {st.action} [{st.status}] {st.message}".rstrip() for st in r.steps]
     out += [f"warning: {w}" for w in r.warnings]
@@ -100,12 +112,13 @@ def _testcase(parent: ET.Element, suite: str, r: ScenarioResult, base: Path | No
         parent,
         "testcase",
         classname=f"{suite}.{r.engine}.{group}",
-        name=xml_text(r.scenario),
+        name=xml_text(r.id or r.scenario),
         time=f"{r.duration_s:.3f}",
     )
     reason = xml_text(r.reason)
-    if r.status is Status.FAILED:
-        ET.SubElement(case, "failure", type="failed", message=reason).text = reason
+    if r.status in (Status.FAILED, Status.FLAKY):
+        kind = str(r.status)
+        ET.SubElement(case, "failure", type=kind, message=reason).text = reason
     elif r.status in (Status.ERROR, Status.TIMEOUT):
         kind = str(r.status)
         ET.SubElement(case, "error", type=kind, message=f"{kind}: {reason}").text = reason
@@ -152,7 +165,7 @@ def junit_xml(report: RunReport, suite_name: str = "qmpgmem", base: Path | None 
     suite, props = testsuite(
         suite_name,
         tests=len(report.results) + (report.gate is not None),
-        failures=s.failed + gate_failed,
+        failures=s.failed + s.flaky + gate_failed,
         errors=s.errors + s.timeouts,
         skipped=s.skipped + s.would_skip,
         seconds=sum(r.duration_s for r in report.results),

@@ -13,7 +13,8 @@ platform team qualifies is a host image, so:
   ``-qemu1`` to the engine), ``environment`` naming the host, its class and fingerprint.
 
 Statuses: passed → PASS, failed → FAIL, error and timeout → ERROR (the test did not
-complete, the code's status is unknown), skipped and would-skip → SKIP, a kernel-contract
+complete, the code's status is unknown), flaky (``run --repeat``: the runs ended differently)
+→ FAIL with ``misc.qmpgmem_status: flaky``, skipped and would-skip → SKIP, a kernel-contract
 deviation → DONE (ran, gives no verdict on the code), a row the host never reached because
 its run was interrupted → MISS. ``would-run`` (a plan) ran nothing and is left out.
 """
@@ -37,6 +38,7 @@ STATUS: Final = {
     "failed": "FAIL",
     "error": "ERROR",
     "timeout": "ERROR",
+    "flaky": "FAIL",
     "skipped": "SKIP",
     "would-skip": "SKIP",
     "deviation": "DONE",

@@ -6,6 +6,8 @@ the CLI table and the pytest plugin read the same objects.
 
 from __future__ import annotations
 
+import os
+import shutil
 from enum import StrEnum
 from typing import Any
 
@@ -20,6 +22,8 @@ class Status(StrEnum):
     ERROR = "error"  # the harness or the VM broke: crash, QEMU exit, malformed reply
     TIMEOUT = "timeout"
     SKIPPED = "skipped"  # with a reason
+    #: ``run --repeat N``: the repeats ended in different statuses (``repeats`` says which)
+    FLAKY = "flaky"
     # `qmpgmem run --plan`: the decision a run would make, nothing started
     WOULD_RUN = "would-run"
     WOULD_SKIP = "would-skip"  # with the reason
@@ -86,7 +90,68 @@ class HostInfo(BaseModel):
         return out
 
 
+class Repeats(BaseModel):
+    """What the repeats of one scenario run (``run --repeat N``) saw, folded into its result
+    by :mod:`qmpgmem.report.repeats`: every status in run order and the spread of times."""
+
+    runs: int
+    #: the status of each run, in the order they ran
+    statuses: list[Status]
+    duration_min_s: float
+    duration_median_s: float
+    duration_max_s: float
+
+    def counts(self) -> str:
+        """ "passed 3, failed 2 of 5 runs" (statuses in order of first appearance)."""
+        seen = {s: self.statuses.count(s) for s in dict.fromkeys(self.statuses)}
+        return ", ".join(f"{s} {n}" for s, n in seen.items()) + f" of {self.runs} runs"
+
+    def spread(self) -> str:
+        """ "0.41/0.44/0.52 s (min/median/max)"."""
+        return (
+            f"{self.duration_min_s:.2f}/{self.duration_median_s:.2f}/{self.duration_max_s:.2f} s"
+            " (min/median/max)"
+        )
+
+
+def binary_label(path: str) -> str:
+    """A QEMU binary as ids show it: relative to the working directory when below it, the
+    bare name when that is what PATH finds, else the path."""
+    try:
+        here = os.getcwd()
+    except OSError:  # the working directory was removed
+        here = ""
+    if here and path.startswith(here + os.sep):
+        return path[len(here) + 1 :]
+    name = os.path.basename(path)
+    found = shutil.which(name)
+    if found and os.path.realpath(found) == os.path.realpath(path):
+        return name
+    return path
+
+
+def result_id(
+    scenario: str,
+    engine: str,
+    qemu: str | None = None,
+    qemu_version: str | None = None,
+    kernel: str | None = None,
+) -> str:
+    """A result's name wherever one result must be told from another of the same scenario:
+    ``basic-smoke [qemu, QEMU 10.0.2 qemu-system-x86_64]``, ``basic-smoke [kvm]``, and with
+    the lab's kernels ``… [kvm, kernel 7.2.13]``."""
+    parts = [engine]
+    if qemu:
+        parts.append(f"QEMU {qemu_version or '?'} {binary_label(qemu)}")
+    if kernel:
+        parts.append(f"kernel {kernel}")
+    return f"{scenario} [{', '.join(parts)}]"
+
+
 class ScenarioResult(BaseModel):
+    #: the scenario, its engine, QEMU binary and version (and the lab's kernel): unique in a
+    #: report whatever --matrix ran (:func:`result_id`); "" in reports written before it
+    id: str = ""
     scenario: str
     file: str
     status: Status
@@ -98,6 +163,9 @@ class ScenarioResult(BaseModel):
     #: why the accelerator is not the one asked for ("auto: /dev/kvm does not exist ...")
     accel_note: str | None = None
     qemu: str | None = None  # the binary this scenario ran with
+    qemu_version: str | None = None  # its version ("10.0.2")
+    #: the lab kernel's release the result came from (``lab run --kernel A --kernel B``)
+    kernel: str | None = None
     tags: list[str] = Field(default_factory=list)  # the scenario's tags
     steps: list[StepResult] = Field(default_factory=list)
     artifacts: str | None = None  # directory kept for a failed run
@@ -105,6 +173,10 @@ class ScenarioResult(BaseModel):
     boot_s: float | None = None
     #: what a passed run did not establish ("nothing was checked: ..."); --strict fails on it
     warnings: list[str] = Field(default_factory=list)
+    #: the 0-based run of a ``--repeat`` result before it is folded (never in a report)
+    repeat_index: int | None = Field(default=None, exclude=True)
+    #: ``run --repeat N``: every run's status and the spread of their durations
+    repeats: Repeats | None = None
 
 
 class Summary(BaseModel):
@@ -113,6 +185,7 @@ class Summary(BaseModel):
     errors: int = 0
     timeouts: int = 0
     skipped: int = 0
+    flaky: int = 0
     would_run: int = 0
     would_skip: int = 0
 
@@ -123,9 +196,10 @@ class Summary(BaseModel):
                 f"plan: {self.would_run} would run, {self.would_skip} would skip, "
                 f"{self.errors} errors"
             )
+        flaky = f"{self.flaky} flaky, " if self.flaky else ""
         return (
             f"{self.passed} passed, {self.failed} failed, {self.errors} errors, "
-            f"{self.timeouts} timeouts, {self.skipped} skipped"
+            f"{self.timeouts} timeouts, {flaky}{self.skipped} skipped"
         )
 
     @classmethod
@@ -139,6 +213,7 @@ class Summary(BaseModel):
             errors=n(Status.ERROR),
             timeouts=n(Status.TIMEOUT),
             skipped=n(Status.SKIPPED),
+            flaky=n(Status.FLAKY),
             would_run=n(Status.WOULD_RUN),
             would_skip=n(Status.WOULD_SKIP),
         )

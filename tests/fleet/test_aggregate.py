@@ -221,3 +221,30 @@ def test_kcidb_output_fails_the_schema_when_it_should(
 def test_help_teaches_with_an_example() -> None:
     res = qmpgmem("aggregate", "--help")
     assert res.returncode == 0 and "--class snp='epyc-snp-*'" in res.stdout
+
+
+def test_a_flaky_cell_counts_as_bad_in_every_output(
+    run_report: dict[str, Any], write_copy: WriteCopy, tmp_path: Path
+) -> None:
+    def flaky(doc: dict[str, Any]) -> None:
+        doc["host"]["hostname"] = "flaky-01"
+        r = result(doc, "basic-smoke")
+        r["status"], r["reason"] = "flaky", "passed 2, failed 1 of 3 runs; run 3 failed: x"
+        times = {"duration_min_s": 0.1, "duration_median_s": 0.2, "duration_max_s": 0.3}
+        r["repeats"] = {"runs": 3, "statuses": ["passed", "passed", "failed"], **times}
+
+    good = write_copy(run_report, "good.json")
+    bad = write_copy(run_report, "flaky.json", flaky)
+    code, _ = aggregated(str(good))
+    assert code == 0
+    page, kcidb = tmp_path / "f.html", tmp_path / "k.json"
+    res = qmpgmem("aggregate", str(good), str(bad), "--html", str(page), "--kcidb", str(kcidb))
+    assert res.returncode == 1, res.stdout + res.stderr
+    code, agg = aggregated(str(good), str(bad))
+    row = next(r["id"] for r in agg["rows"] if r["id"].startswith("basic-smoke [qemu"))
+    cells = {agg_host["hostname"]: agg["cells"][row][agg_host["id"]] for agg_host in agg["hosts"]}
+    assert cells["flaky-01"]["status"] == "flaky" and cells["flaky-01"]["runs"] == 3
+    assert ">FLAKY<" in page.read_text()
+    tests = json.loads(kcidb.read_text())["tests"]
+    flaky_tests = [t for t in tests if t["misc"]["qmpgmem_status"] == "flaky"]
+    assert [t["status"] for t in flaky_tests] == ["FAIL"]

@@ -319,3 +319,85 @@ def test_a_result_that_moved_to_another_binary_is_still_one_result(
         (ChangeKind.VANISHED_SKIP, "basic-smoke [qemu, qemu[1] 11.1.3]")
     ]
     assert cmp.ok
+
+
+def _flaky(doc: dict[str, Any]) -> None:
+    """basic-smoke as ``run --repeat 5`` reports a scenario whose runs differ."""
+    r = result(doc, "basic-smoke")
+    statuses = ["passed", "failed", "passed", "passed", "passed"]
+    r["status"], r["reason"] = "flaky", "passed 4, failed 1 of 5 runs; run 2 failed: step 2: x"
+    r["repeats"] = {"runs": 5, "statuses": statuses, "duration_min_s": 0.1,
+                    "duration_median_s": 0.2, "duration_max_s": 0.9}  # fmt: skip
+
+
+def _failed(doc: dict[str, Any]) -> None:
+    result(doc, "basic-smoke").update(status="failed", reason="step 2: hash mismatch")
+
+
+@pytest.mark.parametrize(
+    ("edit_base", "edit_new", "kind", "regression"),
+    [
+        (None, _flaky, ChangeKind.FLAKY, True),
+        (_flaky, None, ChangeKind.FIXED, False),
+        (_failed, _flaky, ChangeKind.STATUS, False),
+        (_flaky, _failed, ChangeKind.NEW_FAILURE, True),
+    ],
+    ids=["passed-to-flaky", "flaky-to-passed", "failed-to-flaky", "flaky-to-failed"],
+)
+def test_a_flaky_result_is_a_regression_where_it_passed_before(
+    run_report: dict[str, Any],
+    write_copy: WriteCopy,
+    edit_base: Edit | None,
+    edit_new: Edit | None,
+    kind: ChangeKind,
+    regression: bool,
+) -> None:
+    base = read_report(write_copy(run_report, "base.json", edit_base))
+    new = read_report(write_copy(run_report, "new.json", edit_new))
+    cmp = compare_reports(base, new)
+    assert [(c.kind, c.regression) for c in cmp.changes] == [(kind, regression)]
+    if kind is ChangeKind.FLAKY:
+        assert cmp.changes[0].detail.startswith("passed 4, failed 1 of 5 runs")
+
+
+def _matrix(doc: dict[str, Any]) -> None:
+    """The report as ``run --matrix`` with a second binary writes it: every qemu-engine
+    result once more, on QEMU 11.1.3, under its own id."""
+    sid = dict(doc["host"]["qemu"][0], path="/opt/qemu-11/bin/qemu-system-x86_64",
+               version="11.1.3", package=None, package_version=None)  # fmt: skip
+    doc["host"]["qemu"].append(sid)
+    for r in list(doc["results"]):
+        if r["engine"] == "qemu":
+            rid = f"{r['scenario']} [qemu, QEMU 11.1.3 {sid['path']}]"
+            doc["results"].append(dict(r, qemu=sid["path"], qemu_version="11.1.3", id=rid))
+
+
+def test_matrix_reports_compare_per_binary(
+    run_report: dict[str, Any], write_copy: WriteCopy
+) -> None:
+    """A failure that moves from one binary to the other is a fix on one and a new failure
+    on the other, not "unchanged" as it would be keyed by scenario and engine alone."""
+
+    def fails_on(slot: int) -> Edit:
+        def edit(doc: dict[str, Any]) -> None:
+            _matrix(doc)
+            path = doc["host"]["qemu"][slot]["path"]
+            (r,) = [r for r in doc["results"] if r["scenario"] == "basic-smoke" and
+                    r["qemu"] == path]  # fmt: skip
+            r["status"], r["reason"] = "failed", "step 2: hash mismatch"
+
+        return edit
+
+    same = write_copy(run_report, "matrix.json", _matrix)
+    itself = compare_reports(read_report(same), read_report(same))
+    assert itself.changes == [] and itself.unchanged == len(read_report(same).doc.results)
+    cmp = compare_reports(
+        read_report(write_copy(run_report, "base.json", fails_on(0))),
+        read_report(write_copy(run_report, "new.json", fails_on(1))),
+    )
+    version = run_report["host"]["qemu"][0]["version"]
+    assert sorted((c.kind, c.subject) for c in cmp.changes) == [
+        (ChangeKind.FIXED, f"basic-smoke [qemu, qemu[0] {version}]"),
+        (ChangeKind.NEW_FAILURE, "basic-smoke [qemu, qemu[1] 11.1.3]"),
+    ]
+    assert cmp.regressions == 1

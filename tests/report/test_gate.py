@@ -127,3 +127,21 @@ def test_a_pass_with_a_warning_breaks_the_gate() -> None:
         "strict: failed — KVM is unusable here: x "
         "(1 ran on TCG instead of KVM, 1 passed with a warning)"
     )
+
+
+def test_a_flaky_result_fails_the_gate_and_is_counted_apart() -> None:
+    """A flake is named as one (not as a failure, nor as a TCG run) and listed with why."""
+    flaky = result("smoke", Status.FLAKY, "passed 3, failed 2 of 5 runs; run 2 failed: x")
+    gate = judge([flaky, PASS, SKIP_SNP], ExpectedSkips())
+    assert not gate.passed
+    assert gate.verdict == (
+        "strict: failed — 1 flaky (their runs ended differently), "
+        "1 unexpected skip (no --expect-skips file)"
+    )
+    assert [(v.scenario, v.status) for v in gate.violations] == [
+        ("smoke", Status.FLAKY),
+        ("snp", Status.SKIPPED),
+    ]
+    assert gate.violations[0].why.startswith("flaky: passed 3, failed 2 of 5 runs")
+    # the same result stable: nothing to say about it
+    assert judge([PASS], ExpectedSkips()).passed
