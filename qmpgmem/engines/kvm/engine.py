@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 from typing import Final
 
-from qmpgmem import fasthash
 from qmpgmem.engines.base import (
     Engine,
     GuestJob,
@@ -50,7 +49,8 @@ from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS, kvm_backend
 from qmpgmem.engines.kvm.conversion import Conversions
 from qmpgmem.engines.kvm.cpuid import vcpu_cpuid
 from qmpgmem.engines.kvm.guest_entry import enter_guest_cpl3
-from qmpgmem.engines.kvm.memory import GuestMemory, Placed
+from qmpgmem.engines.kvm.host_access import HostAccess
+from qmpgmem.engines.kvm.memory import GuestMemory
 from qmpgmem.engines.kvm.objects import Kvm, Vcpu, Vm
 from qmpgmem.engines.kvm.serial import Uart16550
 from qmpgmem.engines.kvm.smp import ApThreads, LocalApics
@@ -86,7 +86,6 @@ NEEDS_LAUNCH_FLOW: Final = frozenset({"sev", "sev-es", "sev-snp", "tdx"})
 
 #: Where QEMU puts the VMX real-mode TSS (needed by kvm_intel without unrestricted guest).
 TSS_ADDR: Final = 0xFFFBD000
-_BIG_COPY: Final = 1 << 20  # copies above this go to a worker thread
 
 
 @functools.cache
@@ -140,6 +139,7 @@ class KvmEngine(Engine):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._initial: tuple[abi.kvm_regs, abi.kvm_sregs] | None = None
         self._conversions: Conversions | None = None
+        self._host: HostAccess | None = None  # the host.* steps' side of the memory
         self._idle_rip: int | None = None
         self._mailbox: Mailbox | None = None  # a view of the sys mapping, dropped in stop()
         self._hypercall_exit = False
@@ -254,6 +254,7 @@ class KvmEngine(Engine):
         memory = self._memory = GuestMemory(vm, file_dir=self._run_dir)
         self._stack.callback(memory.close)
         self._conversions = Conversions(vm, memory, private_mem, self._event)
+        self._host = HostAccess(memory, private_mem, self._event)
         header = rom_header(rom)
         self._idle_rip = (header.idle_rip or None) if header is not None else None
         memory.add_sys(rom_alias=True)
@@ -393,7 +394,7 @@ class KvmEngine(Engine):
             self._stack.close()
         finally:
             self._vcpu = self._vm = self._kvm = None
-            self._memory = None
+            self._memory = self._host = None
             self._write_log()
 
     def _stop_all(self) -> bool:
@@ -433,14 +434,6 @@ class KvmEngine(Engine):
         return self._artifacts
 
     # -- resolving ranges ----------------------------------------------------------------------
-    def _placed(self, region: str) -> Placed:
-        if self._memory is None:
-            raise EngineError("the VM is not running")
-        try:
-            return self._memory.region(region)
-        except KeyError:
-            raise EngineError(f"no region {region!r} in this VM") from None
-
     def resolve(self, region: str, offset: int, size: int) -> GuestRange:
         """The shared layout (engines/layout.py): the same GPA as under the QEMU engine."""
         return self.layout.resolve(region, offset, size)
@@ -477,73 +470,26 @@ class KvmEngine(Engine):
         async with asyncio.timeout(self._step_timeout):
             return await run_guest_jobs(self._guest(), jobs)
 
-    # -- host side -----------------------------------------------------------------------------
-    def _host_placed(self, rng: GuestRange) -> Placed:
-        placed = self._placed(rng.region)
-        if not placed.host_access:
-            raise UnsupportedStep(
-                f"region {rng.region}: a guest_memfd with mmap but without init_shared holds "
-                "private memory; the host cannot touch its mapping (the kernel sends SIGBUS)"
-            )
-        return placed
+    # -- host side (host_access.py) -------------------------------------------------------------
+    def _host_access(self) -> HostAccess:
+        if self._host is None:
+            raise EngineError("the VM is not running")
+        return self._host
 
     async def host_read(self, rng: GuestRange) -> bytes:
-        mapping = self._host_placed(rng).mapping
-        if rng.size > _BIG_COPY:
-            return await asyncio.to_thread(mapping.read, rng.offset, rng.size)
-        return mapping.read(rng.offset, rng.size)
+        return await self._host_access().read(rng)
 
     async def host_hash(self, rng: GuestRange) -> HostHash:
-        """The region's own mapping hashed in place; faulted in first where private
-        guest_memfd pages can be, so one is an error of the step, not a SIGBUS."""
-        placed = self._host_placed(rng)
-        addr = placed.mapping.address(rng.offset, rng.size)
-        private_mem = self._conversions is not None and self._conversions.private_mem
-        populate = placed.in_place and private_mem
-        try:
-            value = await asyncio.to_thread(fasthash.hash_address, addr, rng.size, populate)
-        except OSError as exc:
-            raise EngineError(
-                f"region {rng.region}: the kernel would not fault [{rng.offset:#x}, "
-                f"{rng.offset + rng.size:#x}) in for the host ({exc.strerror}); private "
-                "guest_memfd pages are not the host's to read"
-            ) from exc
-        return HostHash(value, placed.host_view)
+        return await self._host_access().hash(rng)
 
     async def host_write(self, rng: GuestRange, data: bytes) -> None:
-        if len(data) != rng.size:
-            raise EngineError(f"host_write of {len(data)} bytes into a {rng.size}-byte range")
-        mapping = self._host_placed(rng).mapping
-        if rng.size > _BIG_COPY:
-            await asyncio.to_thread(mapping.write, rng.offset, data)
-        else:
-            mapping.write(rng.offset, data)
-
-    def _gmem(self, rng: GuestRange) -> Placed:
-        placed = self._placed(rng.region)
-        if placed.gmem is None:
-            raise UnsupportedStep(
-                f"region {rng.region} is backend {placed.region.backend}, not guest_memfd"
-            )
-        return placed
+        await self._host_access().write(rng, data)
 
     async def gmem_punch_hole(self, rng: GuestRange) -> None:
-        placed = self._gmem(rng)
-        assert placed.gmem is not None
-        try:
-            await asyncio.to_thread(placed.gmem.punch_hole, rng.offset, rng.size)
-        except OSError as exc:
-            raise EngineError(f"punching a hole in region {rng.region}: {exc}") from exc
-        self._event(f"punch hole {rng.region} {rng.offset:#x}+{rng.size:#x}")
+        await self._host_access().punch_hole(rng)
 
     async def gmem_allocate(self, rng: GuestRange) -> None:
-        placed = self._gmem(rng)
-        assert placed.gmem is not None
-        try:
-            await asyncio.to_thread(placed.gmem.allocate, rng.offset, rng.size)
-        except OSError as exc:
-            raise EngineError(f"allocating region {rng.region}: {exc}") from exc
-        self._event(f"allocate {rng.region} {rng.offset:#x}+{rng.size:#x}")
+        await self._host_access().allocate(rng)
 
     # -- VM lifecycle --------------------------------------------------------------------------
     async def sleep(self, seconds: float) -> None:
