@@ -86,6 +86,9 @@ NEEDS_LAUNCH_FLOW: Final = frozenset({"sev", "sev-es", "sev-snp", "tdx"})
 
 #: Where QEMU puts the VMX real-mode TSS (needed by kvm_intel without unrestricted guest).
 TSS_ADDR: Final = 0xFFFBD000
+#: How long stop() waits for the host's reads, hashes and writes under way (host_access.py)
+#: before it leaves the memory mapped instead: hashes and writes give up after one chunk.
+HOST_DRAIN_TIMEOUT: Final = 30.0
 
 
 @functools.cache
@@ -379,6 +382,13 @@ class KvmEngine(Engine):
             return
         self._stopped = True
         self._aps.closed = True  # no SIPI starts a thread from here on
+        host = self._host
+        if host is not None and not await asyncio.to_thread(host.close, HOST_DRAIN_TIMEOUT):
+            # A host access still runs over the mappings (a read is not chunked): leave
+            # the memory to it rather than unmap it under the thread.
+            log.error("a host access did not end; leaking the VM's memory to stay memory-safe")
+            self._event(f"{host.in_flight} host access(es) still running; VM left open")
+            self._stack.pop_all()
         if not await asyncio.to_thread(self._stop_all):
             # The thread still uses the vCPU mapping: leave the VM to it rather than unmap
             # memory under a running KVM_RUN.
