@@ -65,7 +65,13 @@ from qmpgmem.errors import (
     VMLaunchError,
 )
 from qmpgmem.guest.channel import GuestChannel
-from qmpgmem.guest.mailbox import MBOX_GPA, MBOX_SIZE, Mailbox
+from qmpgmem.guest.mailbox import (
+    HOST_NO_IOAPIC,
+    HOST_UART_READY,
+    MBOX_GPA,
+    MBOX_SIZE,
+    Mailbox,
+)
 from qmpgmem.guest.protocol import Hello
 from qmpgmem.guest.rom_header import rom_header
 from qmpgmem.rundir import make_run_dir
@@ -145,6 +151,8 @@ class KvmEngine(Engine):
         self._host: HostAccess | None = None  # the host.* steps' side of the memory
         self._idle_rip: int | None = None
         self._mailbox: Mailbox | None = None  # a view of the sys mapping, dropped in stop()
+        self._rom_data = b""  # the image, mapped at start or at the first reset
+        self._rom_alias = False
         self._hypercall_exit = False
         self._events: list[str] = []
         self._t0 = time.monotonic()
@@ -198,6 +206,7 @@ class KvmEngine(Engine):
         self._loop = asyncio.get_running_loop()
         vm_type = self._check_spec()
         rom = self._rom_image()
+        self._event("ROM image read")
         try:
             self._build(vm_type, rom)
         except (UnsupportedStep, SetupError):
@@ -260,16 +269,26 @@ class KvmEngine(Engine):
         self._host = HostAccess(memory, private_mem, self._event)
         header = rom_header(rom)
         self._idle_rip = (header.idle_rip or None) if header is not None else None
-        memory.add_sys(rom_alias=True)
+        direct = self.spec.guest.boot == "auto" and header is not None and header.user_entry
+        # The payload copied here and entered in place: the ROM is not needed until a reset
+        # (one memslot less to add now; each waits for an SRCU grace period).
+        preload = bool(direct and header is not None and header.payload_entry)
+        # QEMU's isa-bios alias at 0xF0000 only for a ROM that is not the micro guest (its
+        # real-mode code runs with CS base 0xffff0000): two memslots less for it.
+        self._rom_alias = header is None
+        self._rom_data = rom
+        memory.add_sys(rom_alias=self._rom_alias)
         for placed_region in self.layout.regions:
             memory.add_region(self.spec.region(placed_region.id), placed_region.gpa)
-        memory.add_rom(rom, alias=True)
+        if not preload:
+            memory.add_rom(rom, alias=self._rom_alias)
         for placed in memory.regions:
             self._event(
                 f"region {placed.region.id} {placed.region.backend} at GPA {placed.gpa:#x} "
                 f"size {placed.size:#x} slot {placed.slot}"
                 + (f" gmem flags {placed.gmem.flags:#x}" if placed.gmem else "")
             )
+        self._event(f"memory: {memory.slots} memslots")
         for index in range(self.spec.vcpus):  # closed by vm.close()
             vcpu = vm.create_vcpu(index)
             vcpu.set_cpuid(_supported_cpuid())
@@ -279,16 +298,25 @@ class KvmEngine(Engine):
                 self._vcpu = vcpu
         assert self._vcpu is not None and memory.sys is not None
         self._initial = (self._vcpu.get_regs(), self._vcpu.get_sregs())  # for vm_reset
-        if self.spec.guest.boot == "auto" and header is not None and header.user_entry:
-            enter_guest_cpl3(self._vcpu, memory.sys, header.user_entry)
-            self._event(f"vCPU 0 enters the guest at CPL3, RIP {header.user_entry:#x}")
+        if direct and header is not None:
+            entry = header.user_entry
+            if preload:
+                memory.sys.write(header.payload, header.payload_image(rom))
+                entry = header.payload_entry
+            enter_guest_cpl3(self._vcpu, memory.sys, entry)
+            self._event(
+                f"vCPU 0 enters the guest at CPL3, RIP {entry:#x}"
+                + (" (payload copied, ROM mapped at the first reset)" if preload else "")
+            )
         if self.spec.vcpus > 1:
             self._event(f"{self.spec.vcpus} vCPUs; the APs wait for the guest's SIPI")
 
         install_kick_signal()
         self._uart = Uart16550(self._on_output)
         self._open_channel()
+        self._event("vCPUs set up")
         self._start_runner()
+        self._event("vCPU 0 thread started")
 
     def _open_channel(self) -> None:
         assert self._loop is not None and self._uart is not None
@@ -302,7 +330,11 @@ class KvmEngine(Engine):
         if self._mailbox is None and self._memory is not None and self._memory.sys is not None:
             page = (ctypes.c_ubyte * MBOX_SIZE).from_address(self._memory.sys.addr + MBOX_GPA)
             self._mailbox = Mailbox(memoryview(page).cast("B"))
-        self.channel.attach_mailbox(self._mailbox, watch=0)  # never: vCPU threads need the GIL
+        # watch never: vCPU threads need the GIL; the HELLO through the page (one exit, not
+        # ~60), and this VMM's devices need no IOAPIC routing and no UART programming
+        self.channel.attach_mailbox(
+            self._mailbox, watch=0, host_flags=HOST_NO_IOAPIC | HOST_UART_READY
+        )
 
     def _make_runner(self, vcpu: Vcpu) -> VcpuRunner:
         assert self._uart is not None
@@ -540,6 +572,9 @@ class KvmEngine(Engine):
         if not await asyncio.to_thread(self._stop_all):
             raise EngineError("the vCPUs did not stop for the reset")
         self._aps.forget()  # the APs wait for a SIPI again (their state is set then)
+        if self._memory is not None and self._memory.rom is None:  # the reset vector's ROM
+            self._memory.add_rom(self._rom_data, alias=self._rom_alias)
+            self._event("ROM mapped for the reset vector")
         regs, sregs = self._initial
         self._vcpu.set_sregs(sregs)
         self._vcpu.set_regs(regs)
