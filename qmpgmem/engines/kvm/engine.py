@@ -48,7 +48,7 @@ from qmpgmem.engines.kvm import abi
 from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS, kvm_backend
 from qmpgmem.engines.kvm.conversion import Conversions
 from qmpgmem.engines.kvm.cpuid import vcpu_cpuid
-from qmpgmem.engines.kvm.guest_entry import enter_guest_cpl3
+from qmpgmem.engines.kvm.guest_entry import RomBoot
 from qmpgmem.engines.kvm.host_access import HostAccess
 from qmpgmem.engines.kvm.memory import GuestMemory
 from qmpgmem.engines.kvm.objects import Kvm, Vcpu, Vm
@@ -73,7 +73,6 @@ from qmpgmem.guest.mailbox import (
     Mailbox,
 )
 from qmpgmem.guest.protocol import Hello
-from qmpgmem.guest.rom_header import rom_header
 from qmpgmem.rundir import make_run_dir
 from qmpgmem.scenario.model import VmSpec
 
@@ -151,8 +150,7 @@ class KvmEngine(Engine):
         self._host: HostAccess | None = None  # the host.* steps' side of the memory
         self._idle_rip: int | None = None
         self._mailbox: Mailbox | None = None  # a view of the sys mapping, dropped in stop()
-        self._rom_data = b""  # the image, mapped at start or at the first reset
-        self._rom_alias = False
+        self._boot: RomBoot | None = None  # what of the ROM is mapped, where vCPU 0 starts
         self._hypercall_exit = False
         self._events: list[str] = []
         self._t0 = time.monotonic()
@@ -267,21 +265,14 @@ class KvmEngine(Engine):
         self._stack.callback(memory.close)
         self._conversions = Conversions(vm, memory, private_mem, self._event)
         self._host = HostAccess(memory, private_mem, self._event)
-        header = rom_header(rom)
+        plan = self._boot = RomBoot.of(rom, self.spec.guest.boot)
+        header = plan.header
         self._idle_rip = (header.idle_rip or None) if header is not None else None
-        direct = self.spec.guest.boot == "auto" and header is not None and header.user_entry
-        # The payload copied here and entered in place: the ROM is not needed until a reset
-        # (one memslot less to add now; each waits for an SRCU grace period).
-        preload = bool(direct and header is not None and header.payload_entry)
-        # QEMU's isa-bios alias at 0xF0000 only for a ROM that is not the micro guest (its
-        # real-mode code runs with CS base 0xffff0000): two memslots less for it.
-        self._rom_alias = header is None
-        self._rom_data = rom
-        memory.add_sys(rom_alias=self._rom_alias)
+        memory.add_sys(rom_alias=plan.alias)
         for placed_region in self.layout.regions:
             memory.add_region(self.spec.region(placed_region.id), placed_region.gpa)
-        if not preload:
-            memory.add_rom(rom, alias=self._rom_alias)
+        if not plan.preload:  # else at the first reset (guest_entry.RomBoot)
+            plan.map_rom(memory)
         for placed in memory.regions:
             self._event(
                 f"region {placed.region.id} {placed.region.backend} at GPA {placed.gpa:#x} "
@@ -298,16 +289,8 @@ class KvmEngine(Engine):
                 self._vcpu = vcpu
         assert self._vcpu is not None and memory.sys is not None
         self._initial = (self._vcpu.get_regs(), self._vcpu.get_sregs())  # for vm_reset
-        if direct and header is not None:
-            entry = header.user_entry
-            if preload:
-                memory.sys.write(header.payload, header.payload_image(rom))
-                entry = header.payload_entry
-            enter_guest_cpl3(self._vcpu, memory.sys, entry)
-            self._event(
-                f"vCPU 0 enters the guest at CPL3, RIP {entry:#x}"
-                + (" (payload copied, ROM mapped at the first reset)" if preload else "")
-            )
+        if plan.at_cpl3:
+            self._event(plan.enter(self._vcpu, memory.sys))
         if self.spec.vcpus > 1:
             self._event(f"{self.spec.vcpus} vCPUs; the APs wait for the guest's SIPI")
 
@@ -572,8 +555,8 @@ class KvmEngine(Engine):
         if not await asyncio.to_thread(self._stop_all):
             raise EngineError("the vCPUs did not stop for the reset")
         self._aps.forget()  # the APs wait for a SIPI again (their state is set then)
-        if self._memory is not None and self._memory.rom is None:  # the reset vector's ROM
-            self._memory.add_rom(self._rom_data, alias=self._rom_alias)
+        if self._memory is not None and self._memory.rom is None and self._boot is not None:
+            self._boot.map_rom(self._memory)  # the reset vector's
             self._event("ROM mapped for the reset vector")
         regs, sregs = self._initial
         self._vcpu.set_sregs(sregs)
