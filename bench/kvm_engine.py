@@ -6,7 +6,12 @@ the reset vector), a PING round trip through the mailbox (beside it over the emu
 and — with the real micro guest — a guest WRITE and HASH of 64 MiB of guest_memfd memory and
 the host reading the same 64 MiB through the guest_memfd mapping.
 
+The start figure also stands beside the engine of another git revision (``--baseline-rev``,
+by default the one before issue 15's start work: bench/kvm_start.py), booted in a child
+process alternately with this one, and is split into phases from both engines' event logs.
+
 Usage: .venv/bin/python bench/kvm_engine.py [--repeat N] [--rom FILE] [--json FILE]
+[--baseline-rev REV | --no-baseline]
 (--rom runs another 64 KiB ROM that speaks the guest protocol, e.g. a test ROM; the
 memory figures then need its WRITE/HASH support.)
 """
@@ -19,8 +24,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from figures import median_latency, memory_figures
+from figures import hello_over_serial, median_latency, memory_figures
 from jsonout import write_json
+from kvm_start import BASELINE_REV, FINE_PHASES, PHASES, Baseline, medians, phases
 
 from qmpgmem.engines.kvm.engine import KvmEngine
 from qmpgmem.scenario.model import VmSpec
@@ -36,14 +42,15 @@ def make(rom: bytes | None, run_dir: Path, spec: VmSpec = SPEC) -> KvmEngine:
     return KvmEngine(spec, run_dir=run_dir, boot_timeout=30, step_timeout=60, rom=rom)
 
 
-async def boot(rom: bytes | None, run_dir: Path, spec: VmSpec = SPEC) -> float:
+async def boot(rom: bytes | None, run_dir: Path, spec: VmSpec = SPEC) -> tuple[float, str]:
+    """start() -> HELLO in seconds, and the engine's event log of that boot."""
     eng = make(rom, run_dir, spec)
     try:
         await eng.start()
         assert eng.ready_after is not None
-        return eng.ready_after
     finally:
         await eng.stop()
+    return eng.ready_after, (run_dir / "kvm.log").read_text()
 
 
 async def in_vm(rom: bytes | None, run_dir: Path, n: int, memory: bool) -> dict[str, float]:
@@ -73,18 +80,47 @@ async def main() -> None:
     ap.add_argument("--rom", type=Path, help="a 64 KiB ROM instead of the micro guest")
     ap.add_argument("--no-memory", action="store_true", help="skip the 64 MiB figures")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--baseline-rev", default=BASELINE_REV, help="the old engine's revision")
+    ap.add_argument("--no-baseline", action="store_true", help="no old engine beside it")
     args = ap.parse_args()
     rom = args.rom.read_bytes() if args.rom else None
     results: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="qmpgmem-bench-") as tmp:
-        await boot(rom, Path(tmp) / "warm")  # page cache, CPUID cache, ROM build
-        boots, rom_boots = [], []
-        for i in range(args.repeat):  # interleaved, so load changes hit both alike
-            boots.append(await boot(rom, Path(tmp) / f"b{i}"))
-            rom_boots.append(await boot(rom, Path(tmp) / f"r{i}", SPEC_ROM))
-        results["start() to HELLO (ms)"] = statistics.median(boots) * 1e3
-        results["start() to HELLO from the reset vector (ms)"] = statistics.median(rom_boots) * 1e3
-        results.update(await in_vm(rom, Path(tmp) / "vm", args.repeat, not args.no_memory))
+    old = None if args.no_baseline else Baseline(args.baseline_rev, {"memory": MEMORY})
+    try:
+        with tempfile.TemporaryDirectory(prefix="qmpgmem-bench-") as tmp:
+            await boot(rom, Path(tmp) / "warm")  # page cache, CPUID cache, ROM build
+            if old is not None:
+                old.boot()  # the same for the old engine (its guest builds once)
+            boots, rom_boots, old_boots, serial_boots = [], [], [], []
+            for i in range(args.repeat):  # interleaved, so load changes hit all alike
+                boots.append(await boot(rom, Path(tmp) / f"b{i}"))
+                rom_boots.append(await boot(rom, Path(tmp) / f"r{i}", SPEC_ROM))
+                with hello_over_serial():
+                    serial_boots.append(await boot(rom, Path(tmp) / f"s{i}"))
+                if old is not None:
+                    old_boots.append(old.boot())
+            now = statistics.median(t for t, _ in boots)
+            results["start() to HELLO (ms)"] = now * 1e3
+            results["start() to HELLO from the reset vector (ms)"] = (
+                statistics.median(t for t, _ in rom_boots) * 1e3
+            )
+            results["start() to HELLO, HELLO over COM1 (no mailbox offer) (ms)"] = (
+                statistics.median(t for t, _ in serial_boots) * 1e3
+            )
+            if old_boots:
+                before = statistics.median(t for t, _ in old_boots)
+                results[f"start() to HELLO, engine of {args.baseline_rev} (ms)"] = before * 1e3
+                results["start() to HELLO, old/new"] = before / now
+                for name, sec in medians([phases(log, PHASES) for _, log in old_boots]).items():
+                    results[f"phase, {args.baseline_rev}: {name} (ms)"] = sec * 1e3
+            for name, sec in medians([phases(log, PHASES) for _, log in boots]).items():
+                results[f"phase, now: {name} (ms)"] = sec * 1e3
+            for name, sec in medians([phases(log, FINE_PHASES) for _, log in boots]).items():
+                results[f"phase, now, fine: {name} (ms)"] = sec * 1e3
+            results.update(await in_vm(rom, Path(tmp) / "vm", args.repeat, not args.no_memory))
+    finally:
+        if old is not None:
+            old.close()
     print(f"| direct KVM engine (median of {args.repeat}) | value |")
     print("|---|---|")
     for name, value in results.items():

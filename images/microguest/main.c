@@ -24,12 +24,6 @@ void reply_add(struct reply *r, const char *s)
 }
 #define add reply_add
 
-static void send(struct reply *r)
-{
-    r->buf[r->n++] = '\n';
-    uart_write(r->buf, r->n);
-}
-
 /* Replace the reply with the text s (each vCPU has its own struct reply: no shared state). */
 static int send_text(struct reply *r, const char *s)
 {
@@ -100,7 +94,7 @@ static void hello(void)
     add(&r, names[cpu_vendor()]);
     add(&r, " mbox=");
     r.n += fmt_hex(r.buf + r.n, MG_MBOX, 1);
-    send(&r);
+    chan_hello(&r);
 }
 
 static int handle(const char *line, usize n, struct reply *r, int on_ap)

@@ -45,7 +45,7 @@ mg_rom_user_entry:
     .long mg_payload_bytes          /* 0x20 its size in the ROM (at offset 0) */
     .long mg_idle_end               /* 0x24 RIP after the idle hlt (0: the guest never idles) */
     .long mg_rom_user_entry         /* 0x28 64-bit CPL3 entry: the state mg_entry64 leaves */
-    .fill 0x30 - 0x2c, 1, 0         /* 0x2c reserved, zero */
+    .long mg_user_start             /* 0x2c the same in the payload, once it is at MG_PAYLOAD */
 
     .section .reset, "ax"
     .code16

@@ -21,6 +21,12 @@
 
 void uart_init(void)
 {
+    if (chan_host_has(HOST_UART_READY)) { /* the host's COM1 needs IER only (one exit) */
+        if (!chan_host_has(HOST_NO_IOAPIC))
+            cpu_route_wakeup(cpu_apic_id());
+        outb(MG_SERIAL + IER, IER_ERBFI);
+        return;
+    }
     outb(MG_SERIAL + IER, 0x00);
     outb(MG_SERIAL + LCR, 0x80); /* divisor latch: 115200 baud */
     outb(MG_SERIAL + 0, 0x01);
@@ -29,7 +35,8 @@ void uart_init(void)
     /* FIFOs on, cleared, 1-byte trigger: the first byte of a request raises the interrupt. */
     outb(MG_SERIAL + FCR, 0x07);
     outb(MG_SERIAL + MCR, 0x0b); /* DTR, RTS, OUT2 (the IRQ line's gate on a PC) */
-    cpu_route_wakeup(cpu_apic_id());
+    if (!chan_host_has(HOST_NO_IOAPIC))
+        cpu_route_wakeup(cpu_apic_id());
     outb(MG_SERIAL + IER, IER_ERBFI);
 }
 

@@ -59,17 +59,28 @@ class GuestChannel:
         self.apic_ids: list[int] = [0]
         self._mailbox: Mailbox | None = None
         self._watch = MAILBOX_WATCH
+        self._host_flags = 0
+        #: the last HELLO came through the mailbox page (not as a line on the stream)
+        self.hello_via_mailbox = False
         #: requests answered through the mailbox (the rest went over the stream)
         self.mailbox_requests = 0
 
-    def attach_mailbox(self, mailbox: Mailbox | None, watch: float = MAILBOX_WATCH) -> None:
+    def attach_mailbox(
+        self, mailbox: Mailbox | None, watch: float = MAILBOX_WATCH, host_flags: int = 0
+    ) -> None:
         """The guest's mailbox page as the engine mapped it; used once the guest offers it.
 
-        ``watch``: how long to watch for the reply before waiting for the doorbell (0: never;
-        the kvm engine's vCPU threads need the GIL this thread would hold while it watches).
+        Call it before the guest boots: it offers the page for the guest's HELLO (one exit,
+        not one per byte on COM1), with ``host_flags`` (guest/mailbox.py: what the engine's
+        devices do not need). ``watch``: how long to watch for the reply before waiting
+        for the doorbell (0: never; the kvm engine's vCPU threads need the GIL this thread
+        would hold while it watches).
         """
         self._mailbox = mailbox
         self._watch = watch
+        self._host_flags = host_flags
+        if mailbox is not None:
+            mailbox.offer_hello(host_flags)
 
     @contextlib.contextmanager
     def over_serial(self) -> Iterator[None]:
@@ -101,9 +112,17 @@ class GuestChannel:
         return line
 
     async def wait_hello(self) -> Hello:
-        """Skip anything before the guest's HELLO (firmware output) and return it."""
+        """Skip anything before the guest's HELLO (firmware output) and return it: a line on
+        the stream, or — after a doorbell, when the mailbox was offered — from the page."""
         while True:
             line = await self._readline()
+            from_page = False
+            if not line.strip("\0") and self._mailbox is not None:  # a doorbell
+                text = self._mailbox.hello()
+                if text is None:
+                    continue
+                self._record("<", text)
+                line, from_page = text, True
             hello = protocol.parse_hello(line)
             if hello is not None:
                 if hello.version != protocol.PROTOCOL_VERSION:
@@ -112,6 +131,7 @@ class GuestChannel:
                         f"this qmpgmem speaks {protocol.PROTOCOL_VERSION}"
                     )
                 self.hello = hello
+                self.hello_via_mailbox = from_page
                 return hello
 
     async def request(self, line: str) -> str:
@@ -247,7 +267,10 @@ class GuestChannel:
         await self._writer.drain()
 
     def reset_hello(self) -> None:
+        """Before a reset: the next HELLO is the new boot's (offered the page again)."""
         self.hello = None
+        if self._mailbox is not None:
+            self._mailbox.offer_hello(self._host_flags)
 
     def close(self) -> None:
         self._writer.close()

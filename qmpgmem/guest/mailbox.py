@@ -22,8 +22,14 @@ MBOX_GPA: Final = 0x3FF000
 MBOX_SIZE: Final = 4096
 MAGIC: Final = 0x31584F4D  # "MOX1", written by the guest once the page is ready
 REQ_SEQ, REP_SEQ, REQ_LEN, REP_LEN, SLEEPING, MAGIC_AT = 0x00, 0x04, 0x08, 0x0C, 0x10, 0x14
-HOST_POLLING = 0x18
-REQ, REP, TEXT_MAX = 0x100, 0x200, 256
+HOST_POLLING, HELLO_OFFER_AT, HOST_FLAGS, HELLO_LEN = 0x18, 0x1C, 0x20, 0x24
+REQ, REP, HELLO, TEXT_MAX = 0x100, 0x200, 0x300, 256
+#: Written by the host before a boot: the guest then puts its HELLO in the page ("HELO").
+HELLO_OFFER: Final = 0x4F4C4548
+#: Host flags read with the offer: no IOAPIC (the wake-up needs no routing); a COM1 that
+#: needs no programming but IER. The kvm engine's devices; QEMU's need both done.
+HOST_NO_IOAPIC: Final = 0x1
+HOST_UART_READY: Final = 0x2
 #: Any locked instruction is a full fence on x86; acquiring a lock executes one.
 _FENCE = threading.Lock()
 
@@ -36,7 +42,7 @@ class Mailbox:
             raise ValueError("the mailbox needs a writable 4 KiB buffer")
         self._page = page
         # ctypes views: each access is one aligned 32-bit load or store, never torn
-        words = (ctypes.c_uint32 * 7).from_buffer(page)
+        words = (ctypes.c_uint32 * 10).from_buffer(page)
         self._words = words
         self.seq = 0
 
@@ -47,6 +53,23 @@ class Mailbox:
     def ready(self) -> bool:
         """The guest initialised the page in this boot (it does so before its HELLO)."""
         return self._word(MAGIC_AT) == MAGIC
+
+    def offer_hello(self, host_flags: int = 0) -> None:
+        """Before the guest boots (or reboots): ask for its HELLO in the page, with one
+        doorbell, instead of a line on COM1 (an exit per byte). A guest that does not take
+        the offer says HELLO on COM1 as before. Clears the previous boot's HELLO."""
+        self._words[HELLO_LEN // 4] = 0
+        self._words[HOST_FLAGS // 4] = host_flags
+        self._words[HELLO_OFFER_AT // 4] = HELLO_OFFER
+        with _FENCE:
+            pass
+
+    def hello(self) -> str | None:
+        """The HELLO line the guest left in the page in this boot, if it did."""
+        n = min(self._word(HELLO_LEN), TEXT_MAX)
+        if n == 0:
+            return None
+        return bytes(self._page[HELLO : HELLO + n]).decode("ascii", errors="replace")
 
     def post(self, line: str) -> bool:
         """Put a request in the page; True when the guest sleeps and needs the wake-up byte.

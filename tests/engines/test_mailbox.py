@@ -69,6 +69,31 @@ async def test_requests_go_through_the_mailbox(engine: Engine) -> None:
     assert ch.mailbox_requests - before == 24
 
 
+@pytest.mark.parametrize("kind", ["qemu-kvm", "qemu-tcg", "kvm"])
+@pytest.mark.parametrize("offered", [True, False], ids=["offered", "withheld"])
+async def test_hello_through_the_mailbox_when_offered(
+    kind: str, offered: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engines offer the page for the HELLO: one doorbell instead of a line on COM1, at
+    boot and after a reset. With the offer withheld the guest says HELLO on COM1, as to a
+    host that does not map the page, and the mailbox still carries the requests."""
+    if not offered:
+        monkeypatch.setattr(Mailbox, "offer_hello", lambda self, host_flags=0: None)
+    async with make(kind, tmp_path) as e:
+        ch = channel(e)
+        assert ch.hello is not None and ch.hello.mbox == MBOX_GPA
+        assert ch.hello_via_mailbox is offered
+        if isinstance(e, KvmEngine):  # exits until the HELLO: the doorbell, IER, a HLT
+            assert e._runner is not None
+            exits = e._runner.exits
+            assert exits <= 5 if offered else exits >= 40, exits
+        await ch.ping()
+        assert ch.via_mailbox
+        await e.vm_reset()
+        assert channel(e).hello_via_mailbox is offered
+        await channel(e).ping()
+
+
 async def test_the_serial_line_still_answers(engine: Engine) -> None:
     """A request written on COM1 by hand is answered there, between mailbox requests."""
     ch = channel(engine)

@@ -82,7 +82,10 @@ def test_rom_layout(sources: Path, cache: Path) -> None:
     (user_entry,) = struct.unpack_from("<I", rom, 0xFFE8)
     assert ROM_BASE + 0xF000 <= user_entry < ROM_BASE + 0xFFC0  # boot code, run in place
     assert rom_header(rom).user_entry == user_entry  # type: ignore[union-attr]
-    assert rom[0xFFEC:0xFFF0] == bytes(4)  # reserved
+    (payload_entry,) = struct.unpack_from("<I", rom, 0xFFEC)
+    assert payload <= payload_entry < payload + nbytes  # mg_user_start, in the payload
+    assert rom_header(rom).payload_entry == payload_entry  # type: ignore[union-attr]
+    assert rom_header(rom).payload_image(rom) == rom[:nbytes]  # type: ignore[union-attr]
     assert 0xF000 <= e16 < 0xFFC0
     assert rom[0xFFF0] == 0xE9  # jmp rel16 to the real-mode entry
     (rel,) = struct.unpack_from("<h", rom, 0xFFF1)

@@ -68,6 +68,10 @@ void mg_handle(const char *line, usize n, struct reply *r, int on_ap);
 /* chan.c: the BSP's next request, from the mailbox or COM1, sleeping in between */
 enum chan_source { CHAN_SERIAL, CHAN_MBOX };
 void chan_init(void);
+int chan_host_has(u32 flag); /* the host's offer in the mailbox said so (chan.c: HOST_*) */
+#define HOST_NO_IOAPIC 0x1
+#define HOST_UART_READY 0x2
+void chan_hello(const struct reply *r); /* the HELLO line: the mailbox if offered, else COM1 */
 enum chan_source chan_next(struct line *l);
 void chan_reply(enum chan_source from, const struct reply *r);
 

@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 from typing import Final
 
-from qmpgmem import fasthash
 from qmpgmem.engines.base import (
     Engine,
     GuestJob,
@@ -49,8 +48,9 @@ from qmpgmem.engines.kvm import abi
 from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS, kvm_backend
 from qmpgmem.engines.kvm.conversion import Conversions
 from qmpgmem.engines.kvm.cpuid import vcpu_cpuid
-from qmpgmem.engines.kvm.guest_entry import enter_guest_cpl3
-from qmpgmem.engines.kvm.memory import GuestMemory, Placed
+from qmpgmem.engines.kvm.guest_entry import RomBoot
+from qmpgmem.engines.kvm.host_access import HostAccess
+from qmpgmem.engines.kvm.memory import GuestMemory
 from qmpgmem.engines.kvm.objects import Kvm, Vcpu, Vm
 from qmpgmem.engines.kvm.serial import Uart16550
 from qmpgmem.engines.kvm.smp import ApThreads, LocalApics
@@ -65,9 +65,14 @@ from qmpgmem.errors import (
     VMLaunchError,
 )
 from qmpgmem.guest.channel import GuestChannel
-from qmpgmem.guest.mailbox import MBOX_GPA, MBOX_SIZE, Mailbox
+from qmpgmem.guest.mailbox import (
+    HOST_NO_IOAPIC,
+    HOST_UART_READY,
+    MBOX_GPA,
+    MBOX_SIZE,
+    Mailbox,
+)
 from qmpgmem.guest.protocol import Hello
-from qmpgmem.guest.rom_header import rom_header
 from qmpgmem.rundir import make_run_dir
 from qmpgmem.scenario.model import VmSpec
 
@@ -86,7 +91,9 @@ NEEDS_LAUNCH_FLOW: Final = frozenset({"sev", "sev-es", "sev-snp", "tdx"})
 
 #: Where QEMU puts the VMX real-mode TSS (needed by kvm_intel without unrestricted guest).
 TSS_ADDR: Final = 0xFFFBD000
-_BIG_COPY: Final = 1 << 20  # copies above this go to a worker thread
+#: How long stop() waits for the host's reads, hashes and writes under way (host_access.py)
+#: before it leaves the memory mapped instead: hashes and writes give up after one chunk.
+HOST_DRAIN_TIMEOUT: Final = 30.0
 
 
 @functools.cache
@@ -140,8 +147,10 @@ class KvmEngine(Engine):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._initial: tuple[abi.kvm_regs, abi.kvm_sregs] | None = None
         self._conversions: Conversions | None = None
+        self._host: HostAccess | None = None  # the host.* steps' side of the memory
         self._idle_rip: int | None = None
         self._mailbox: Mailbox | None = None  # a view of the sys mapping, dropped in stop()
+        self._boot: RomBoot | None = None  # what of the ROM is mapped, where vCPU 0 starts
         self._hypercall_exit = False
         self._events: list[str] = []
         self._t0 = time.monotonic()
@@ -195,6 +204,7 @@ class KvmEngine(Engine):
         self._loop = asyncio.get_running_loop()
         vm_type = self._check_spec()
         rom = self._rom_image()
+        self._event("ROM image read")
         try:
             self._build(vm_type, rom)
         except (UnsupportedStep, SetupError):
@@ -254,18 +264,22 @@ class KvmEngine(Engine):
         memory = self._memory = GuestMemory(vm, file_dir=self._run_dir)
         self._stack.callback(memory.close)
         self._conversions = Conversions(vm, memory, private_mem, self._event)
-        header = rom_header(rom)
+        self._host = HostAccess(memory, private_mem, self._event)
+        plan = self._boot = RomBoot.of(rom, self.spec.guest.boot)
+        header = plan.header
         self._idle_rip = (header.idle_rip or None) if header is not None else None
-        memory.add_sys(rom_alias=True)
+        memory.add_sys(rom_alias=plan.alias)
         for placed_region in self.layout.regions:
             memory.add_region(self.spec.region(placed_region.id), placed_region.gpa)
-        memory.add_rom(rom, alias=True)
+        if not plan.preload:  # else at the first reset (guest_entry.RomBoot)
+            plan.map_rom(memory)
         for placed in memory.regions:
             self._event(
                 f"region {placed.region.id} {placed.region.backend} at GPA {placed.gpa:#x} "
                 f"size {placed.size:#x} slot {placed.slot}"
                 + (f" gmem flags {placed.gmem.flags:#x}" if placed.gmem else "")
             )
+        self._event(f"memory: {memory.slots} memslots")
         for index in range(self.spec.vcpus):  # closed by vm.close()
             vcpu = vm.create_vcpu(index)
             vcpu.set_cpuid(_supported_cpuid())
@@ -275,16 +289,17 @@ class KvmEngine(Engine):
                 self._vcpu = vcpu
         assert self._vcpu is not None and memory.sys is not None
         self._initial = (self._vcpu.get_regs(), self._vcpu.get_sregs())  # for vm_reset
-        if self.spec.guest.boot == "auto" and header is not None and header.user_entry:
-            enter_guest_cpl3(self._vcpu, memory.sys, header.user_entry)
-            self._event(f"vCPU 0 enters the guest at CPL3, RIP {header.user_entry:#x}")
+        if plan.at_cpl3:
+            self._event(plan.enter(self._vcpu, memory.sys))
         if self.spec.vcpus > 1:
             self._event(f"{self.spec.vcpus} vCPUs; the APs wait for the guest's SIPI")
 
         install_kick_signal()
         self._uart = Uart16550(self._on_output)
         self._open_channel()
+        self._event("vCPUs set up")
         self._start_runner()
+        self._event("vCPU 0 thread started")
 
     def _open_channel(self) -> None:
         assert self._loop is not None and self._uart is not None
@@ -298,7 +313,11 @@ class KvmEngine(Engine):
         if self._mailbox is None and self._memory is not None and self._memory.sys is not None:
             page = (ctypes.c_ubyte * MBOX_SIZE).from_address(self._memory.sys.addr + MBOX_GPA)
             self._mailbox = Mailbox(memoryview(page).cast("B"))
-        self.channel.attach_mailbox(self._mailbox, watch=0)  # never: vCPU threads need the GIL
+        # watch never: vCPU threads need the GIL; the HELLO through the page (one exit, not
+        # ~60), and this VMM's devices need no IOAPIC routing and no UART programming
+        self.channel.attach_mailbox(
+            self._mailbox, watch=0, host_flags=HOST_NO_IOAPIC | HOST_UART_READY
+        )
 
     def _make_runner(self, vcpu: Vcpu) -> VcpuRunner:
         assert self._uart is not None
@@ -378,6 +397,13 @@ class KvmEngine(Engine):
             return
         self._stopped = True
         self._aps.closed = True  # no SIPI starts a thread from here on
+        host = self._host
+        if host is not None and not await asyncio.to_thread(host.close, HOST_DRAIN_TIMEOUT):
+            # A host access still runs over the mappings (a read is not chunked): leave
+            # the memory to it rather than unmap it under the thread.
+            log.error("a host access did not end; leaking the VM's memory to stay memory-safe")
+            self._event(f"{host.in_flight} host access(es) still running; VM left open")
+            self._stack.pop_all()
         if not await asyncio.to_thread(self._stop_all):
             # The thread still uses the vCPU mapping: leave the VM to it rather than unmap
             # memory under a running KVM_RUN.
@@ -393,7 +419,7 @@ class KvmEngine(Engine):
             self._stack.close()
         finally:
             self._vcpu = self._vm = self._kvm = None
-            self._memory = None
+            self._memory = self._host = None
             self._write_log()
 
     def _stop_all(self) -> bool:
@@ -433,14 +459,6 @@ class KvmEngine(Engine):
         return self._artifacts
 
     # -- resolving ranges ----------------------------------------------------------------------
-    def _placed(self, region: str) -> Placed:
-        if self._memory is None:
-            raise EngineError("the VM is not running")
-        try:
-            return self._memory.region(region)
-        except KeyError:
-            raise EngineError(f"no region {region!r} in this VM") from None
-
     def resolve(self, region: str, offset: int, size: int) -> GuestRange:
         """The shared layout (engines/layout.py): the same GPA as under the QEMU engine."""
         return self.layout.resolve(region, offset, size)
@@ -477,73 +495,26 @@ class KvmEngine(Engine):
         async with asyncio.timeout(self._step_timeout):
             return await run_guest_jobs(self._guest(), jobs)
 
-    # -- host side -----------------------------------------------------------------------------
-    def _host_placed(self, rng: GuestRange) -> Placed:
-        placed = self._placed(rng.region)
-        if not placed.host_access:
-            raise UnsupportedStep(
-                f"region {rng.region}: a guest_memfd with mmap but without init_shared holds "
-                "private memory; the host cannot touch its mapping (the kernel sends SIGBUS)"
-            )
-        return placed
+    # -- host side (host_access.py) -------------------------------------------------------------
+    def _host_access(self) -> HostAccess:
+        if self._host is None:
+            raise EngineError("the VM is not running")
+        return self._host
 
     async def host_read(self, rng: GuestRange) -> bytes:
-        mapping = self._host_placed(rng).mapping
-        if rng.size > _BIG_COPY:
-            return await asyncio.to_thread(mapping.read, rng.offset, rng.size)
-        return mapping.read(rng.offset, rng.size)
+        return await self._host_access().read(rng)
 
     async def host_hash(self, rng: GuestRange) -> HostHash:
-        """The region's own mapping hashed in place; faulted in first where private
-        guest_memfd pages can be, so one is an error of the step, not a SIGBUS."""
-        placed = self._host_placed(rng)
-        addr = placed.mapping.address(rng.offset, rng.size)
-        private_mem = self._conversions is not None and self._conversions.private_mem
-        populate = placed.in_place and private_mem
-        try:
-            value = await asyncio.to_thread(fasthash.hash_address, addr, rng.size, populate)
-        except OSError as exc:
-            raise EngineError(
-                f"region {rng.region}: the kernel would not fault [{rng.offset:#x}, "
-                f"{rng.offset + rng.size:#x}) in for the host ({exc.strerror}); private "
-                "guest_memfd pages are not the host's to read"
-            ) from exc
-        return HostHash(value, placed.host_view)
+        return await self._host_access().hash(rng)
 
     async def host_write(self, rng: GuestRange, data: bytes) -> None:
-        if len(data) != rng.size:
-            raise EngineError(f"host_write of {len(data)} bytes into a {rng.size}-byte range")
-        mapping = self._host_placed(rng).mapping
-        if rng.size > _BIG_COPY:
-            await asyncio.to_thread(mapping.write, rng.offset, data)
-        else:
-            mapping.write(rng.offset, data)
-
-    def _gmem(self, rng: GuestRange) -> Placed:
-        placed = self._placed(rng.region)
-        if placed.gmem is None:
-            raise UnsupportedStep(
-                f"region {rng.region} is backend {placed.region.backend}, not guest_memfd"
-            )
-        return placed
+        await self._host_access().write(rng, data)
 
     async def gmem_punch_hole(self, rng: GuestRange) -> None:
-        placed = self._gmem(rng)
-        assert placed.gmem is not None
-        try:
-            await asyncio.to_thread(placed.gmem.punch_hole, rng.offset, rng.size)
-        except OSError as exc:
-            raise EngineError(f"punching a hole in region {rng.region}: {exc}") from exc
-        self._event(f"punch hole {rng.region} {rng.offset:#x}+{rng.size:#x}")
+        await self._host_access().punch_hole(rng)
 
     async def gmem_allocate(self, rng: GuestRange) -> None:
-        placed = self._gmem(rng)
-        assert placed.gmem is not None
-        try:
-            await asyncio.to_thread(placed.gmem.allocate, rng.offset, rng.size)
-        except OSError as exc:
-            raise EngineError(f"allocating region {rng.region}: {exc}") from exc
-        self._event(f"allocate {rng.region} {rng.offset:#x}+{rng.size:#x}")
+        await self._host_access().allocate(rng)
 
     # -- VM lifecycle --------------------------------------------------------------------------
     async def sleep(self, seconds: float) -> None:
@@ -584,6 +555,9 @@ class KvmEngine(Engine):
         if not await asyncio.to_thread(self._stop_all):
             raise EngineError("the vCPUs did not stop for the reset")
         self._aps.forget()  # the APs wait for a SIPI again (their state is set then)
+        if self._memory is not None and self._memory.rom is None and self._boot is not None:
+            self._boot.map_rom(self._memory)  # the reset vector's
+            self._event("ROM mapped for the reset vector")
         regs, sregs = self._initial
         self._vcpu.set_sregs(sregs)
         self._vcpu.set_regs(regs)

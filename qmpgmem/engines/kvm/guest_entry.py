@@ -11,11 +11,18 @@ What the entry expects is what ``mg_entry64`` leaves before its ``iretq``
 own VM*): the guest's GDT at 0x16000 with TR loaded from its TSS descriptor, the TSS's RSP0,
 I/O bitmap offset and terminator, the page-table entries that map the low 4 MiB and the ROM,
 the IDT register (the guest fills the table itself), PAE + LME + PG, and CPL3 with IOPL 3.
+
+:class:`RomBoot` decides, per ROM and ``guest.boot``, what of the ROM a VM maps at start and
+where vCPU 0 begins. With a ROM header that names the payload's own entry the engine copies
+the payload in itself and maps the ROM only when a reset needs the reset vector, one memslot
+less at start (each waits for an SRCU grace period); the 0xF0000 alias only for a ROM that is
+not the micro guest (whose real-mode code runs with CS base 0xffff0000).
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Final
 
 from qmpgmem.engines.kvm import abi
@@ -28,7 +35,9 @@ from qmpgmem.engines.kvm.longmode import (
     RFLAGS_FIXED,
     RFLAGS_IOPL3,
 )
+from qmpgmem.engines.kvm.memory import GuestMemory
 from qmpgmem.engines.kvm.objects import Mapping, Vcpu
+from qmpgmem.guest.rom_header import RomHeader, rom_header
 
 # images/microguest/include/layout.h
 PML4: Final = 0x10000  # the boot tables (MG_PML4 ...); CPL3 builds the identity map itself
@@ -110,3 +119,43 @@ def enter_guest_cpl3(vcpu: Vcpu, sys: Mapping, user_entry: int) -> None:
     sregs.efer = EFER_LME | EFER_LMA
     vcpu.set_sregs(sregs)
     vcpu.set_regs(abi.kvm_regs(rip=user_entry, rsp=USTACK_TOP, rflags=RFLAGS_FIXED | RFLAGS_IOPL3))
+
+
+@dataclass(frozen=True)
+class RomBoot:
+    """How one VM boots ``rom``; ``boot`` is the scenario's ``guest.boot`` (auto, rom)."""
+
+    rom: bytes
+    header: RomHeader | None
+    #: vCPU 0 starts at CPL3 (auto, and the header names an entry), not at the reset vector
+    at_cpl3: bool
+    #: ... at the payload's entry, the payload copied in: the ROM waits for the first reset
+    preload: bool
+
+    @classmethod
+    def of(cls, rom: bytes, boot: str) -> RomBoot:
+        header = rom_header(rom)
+        at_cpl3 = boot == "auto" and header is not None and bool(header.user_entry)
+        preload = at_cpl3 and header is not None and bool(header.payload_entry)
+        return cls(rom, header, at_cpl3, preload)
+
+    @property
+    def alias(self) -> bool:
+        """QEMU's isa-bios alias at 0xF0000: for a ROM that is not the micro guest."""
+        return self.header is None
+
+    def map_rom(self, memory: GuestMemory) -> None:
+        """The ROM below 4 GiB (and its alias), where the reset vector needs it."""
+        memory.add_rom(self.rom, alias=self.alias)
+
+    def enter(self, vcpu: Vcpu, sys: Mapping) -> str:
+        """Put ``vcpu`` at the guest's CPL3 entry (``at_cpl3`` only); what was done."""
+        assert self.header is not None and self.at_cpl3
+        entry = self.header.user_entry
+        if self.preload:
+            sys.write(self.header.payload, self.header.payload_image(self.rom))
+            entry = self.header.payload_entry
+        enter_guest_cpl3(vcpu, sys, entry)
+        return f"vCPU 0 enters the guest at CPL3, RIP {entry:#x}" + (
+            " (payload copied, ROM mapped at the first reset)" if self.preload else ""
+        )

@@ -101,6 +101,11 @@ class GuestMemory:
         self._next_slot = 0
         self._use_region2 = vm.kvm.check_extension(abi.Cap.USER_MEMORY2) > 0
 
+    @property
+    def slots(self) -> int:
+        """Memslots added so far (each KVM_SET_USER_MEMORY_REGION waits for a grace period)."""
+        return self._next_slot
+
     def _slot(self) -> int:
         slot = self._next_slot
         self._next_slot += 1

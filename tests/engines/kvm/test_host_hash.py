@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from qmpgmem.engines.kvm import host_access
 from qmpgmem.engines.kvm.engine import KvmEngine
 from qmpgmem.errors import UnsupportedStep
 from qmpgmem.guest import protocol
@@ -37,7 +38,12 @@ REGIONS = [
 ]
 
 
-async def test_in_place_hash_is_the_hash_of_the_copy(tmp_path: Path, minirom: bytes) -> None:
+@pytest.mark.parametrize("chunk", [host_access.CHUNK, 64 << 10], ids=["chunk64M", "chunk64K"])
+async def test_in_place_hash_is_the_hash_of_the_copy(
+    tmp_path: Path, minirom: bytes, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also in chunks of 64 KiB: hashes and writes over many chunks, unaligned to them."""
+    monkeypatch.setattr(host_access, "CHUNK", chunk)
     vm = VmSpec.model_validate({"memory": [r for r, _ in REGIONS]})
     e = KvmEngine(vm, run_dir=tmp_path / "run", boot_timeout=5, step_timeout=5, rom=minirom)
     try:

@@ -147,8 +147,15 @@ async def test_boot_at_the_cpl3_entry_or_the_reset_vector(
         direct = [ev for ev in e._events if "enters the guest at CPL3" in ev]
         assert len(direct) == (1 if boot == "auto" else 0)
         assert e._initial is not None and e._initial[1].cs.base == 0xFFFF0000  # reset state
+        # auto: the payload is copied in and the ROM mapped only for the first reset; no
+        # 0xF0000 alias for the micro guest: the sys area and one slot per region
+        assert e._memory is not None
+        regions = len(SPEC.memory)
+        assert e._memory.slots == 1 + regions + (0 if boot == "auto" else 1)
+        assert (e._memory.rom is None) is (boot == "auto")
         rng = e.resolve("gm", 0, 64 * 1024)
         await e.guest_write(rng, 5)
         await e.vm_reset()
+        assert e._memory.rom is not None and e._memory.slots == 2 + regions
         assert e.hello is not None
         assert await e.guest_hash(rng) == protocol.pattern_hash(5, 0, 64 * 1024)
