@@ -62,7 +62,7 @@ def _bind(
 )
 def _bind_wrong_fd(env: Env) -> None:
     with env.vm() as vm:
-        env.offered_flags(vm)
+        env.bindable_flags(vm)
         size = env.page
         memfd = os.memfd_create("qmpgmem-contract", os.MFD_CLOEXEC)
         try:
@@ -85,7 +85,7 @@ def _bind_wrong_fd(env: Env) -> None:
 )
 def _bind_other_vm(env: Env) -> None:
     with env.vm() as vm, env.vm() as vm2:
-        env.offered_flags(vm)
+        env.bindable_flags(vm)
         with vm2.create_guest_memfd(env.page) as g:
             expect_errno(
                 "binding another VM's file",
@@ -103,7 +103,7 @@ def _bind_other_vm(env: Env) -> None:
 )
 def _bind_unaligned(env: Env) -> None:
     with env.vm() as vm:
-        env.offered_flags(vm)
+        env.bindable_flags(vm)
         with vm.create_guest_memfd(4 * env.page) as g:
             for off in range(1, env.page):
                 expect_errno(
@@ -126,7 +126,7 @@ def _bind_unaligned(env: Env) -> None:
 def _bind_past_end(env: Env) -> None:
     p = env.page
     with env.vm() as vm:
-        env.offered_flags(vm)
+        env.bindable_flags(vm)
         with vm.create_guest_memfd(4 * p) as g:
             expect_errno(
                 "offset at the end",
@@ -166,7 +166,7 @@ def _bind_past_end(env: Env) -> None:
 def _bind_gpa_overlap(env: Env) -> None:
     size = env.page  # MEM_REGION_SIZE
     with env.vm() as vm:
-        env.offered_flags(vm)
+        env.bindable_flags(vm)
         with vm.create_guest_memfd(size * 4) as g:
             fd = g.fd
             expect_ok("first slot", lambda: _bind(vm, SLOT, REGION_GPA, size * 2, fd, 0))
@@ -205,7 +205,7 @@ def _bind_gpa_overlap(env: Env) -> None:
 def _bind_twice(env: Env) -> None:
     size = env.page
     with env.vm() as vm:
-        env.offered_flags(vm)
+        env.bindable_flags(vm)
         with vm.create_guest_memfd(size * 4) as g:
             fd = g.fd
             expect_ok("first slot", lambda: _bind(vm, SLOT, REGION_GPA, size * 2, fd, 0))
@@ -239,7 +239,7 @@ def _bind_twice(env: Env) -> None:
 )
 def _bind_flags(env: Env) -> None:
     with env.vm() as vm:
-        env.offered_flags(vm)
+        env.bindable_flags(vm)
         with vm.create_guest_memfd(env.page) as g:
             for name, extra in (
                 ("READONLY", abi.KVM_MEM_READONLY),
@@ -265,7 +265,7 @@ def _bind_flags(env: Env) -> None:
 )
 def _vm_closed_first(env: Env) -> None:
     with env.vm() as vm:
-        offered = env.offered_flags(vm)
+        offered = env.bindable_flags(vm)
         flags = MMAP | INIT_SHARED if offered & (MMAP | INIT_SHARED) == MMAP | INIT_SHARED else 0
         g = vm.create_guest_memfd(4 * env.page, flags)
     with g:
@@ -299,7 +299,7 @@ SIGNED_OFFSET_OVERFLOW: Final = (
 def _bind_offset_overflow(env: Env) -> None:
     p = env.page
     with env.vm() as vm:
-        env.offered_flags(vm)
+        env.bindable_flags(vm)
         with vm.create_guest_memfd(4 * p) as g:
             expect_errno(
                 "offset ALIGN_DOWN(INT64_MAX, page), slot 0 at GPA 0, the file's size",
@@ -323,7 +323,7 @@ def _closed_fd() -> int:
 )
 def _bind_bad_fd(env: Env) -> None:
     with env.vm() as vm:
-        env.offered_flags(vm)
+        env.bindable_flags(vm)
         for what, fd in (
             ("a closed fd", _closed_fd()),
             ("fd 2^31 - 1", (1 << 31) - 1),
@@ -372,7 +372,7 @@ def _bind_memslot_flags(env: Env) -> None:
 def _bind_immutable(env: Env) -> None:
     size = 2 * env.page
     with env.vm() as vm, Mapping.anonymous(size) as mem, vm.create_guest_memfd(size) as g:
-        env.offered_flags(vm)
+        env.bindable_flags(vm)
 
         def slot(gpa: int, flags: int, addr: int = 0) -> None:
             vm.set_user_memory_region2(SLOT, gpa, size, addr, flags, g.fd, 0)

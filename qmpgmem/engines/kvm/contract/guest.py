@@ -144,7 +144,7 @@ def exit_name(reason: int) -> str:
 
 
 def _shared_gmem(env: Env, vm: Vm, size: int) -> GuestMemfd:
-    if env.offered_flags(vm) & (MMAP | INIT_SHARED) != MMAP | INIT_SHARED:
+    if env.bindable_flags(vm) & (MMAP | INIT_SHARED) != MMAP | INIT_SHARED:
         raise Skip("MMAP|INIT_SHARED is not offered")
     return vm.create_guest_memfd(size, MMAP | INIT_SHARED)
 
