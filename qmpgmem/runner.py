@@ -133,6 +133,9 @@ def step_skip_reason(step: Step, engine: str, accel: str, host: HostContext) -> 
 
 
 _FLAVOUR_CACHE: dict[tuple[str, str], FlavourPlan] = {}
+#: Confirmations under way, so that runs in progress at once (``run -j``) asking for the same
+#: flavour share one QEMU start instead of each launching its own.
+_FLAVOUR_PENDING: dict[tuple[str, str], asyncio.Task[FlavourPlan]] = {}
 
 
 async def confirmed_flavour(flavour: str, qemu: QemuFacts, kvm: KvmFacts) -> FlavourPlan:
@@ -140,9 +143,20 @@ async def confirmed_flavour(flavour: str, qemu: QemuFacts, kvm: KvmFacts) -> Fla
     from qmpgmem.engines.qemu.flavours import plan_flavour_confirmed
 
     key = (flavour, qemu.binary)
-    if key not in _FLAVOUR_CACHE:
-        _FLAVOUR_CACHE[key] = await plan_flavour_confirmed(flavour, qemu, kvm)
-    return _FLAVOUR_CACHE[key]
+    if key in _FLAVOUR_CACHE:
+        return _FLAVOUR_CACHE[key]
+    task = _FLAVOUR_PENDING.get(key)
+    if task is None or task.get_loop() is not asyncio.get_running_loop() or task.cancelled():
+        task = asyncio.ensure_future(plan_flavour_confirmed(flavour, qemu, kvm))
+        _FLAVOUR_PENDING[key] = task
+    try:
+        # shielded: one waiter cancelled (its run interrupted) must not cancel the others'
+        plan = await asyncio.shield(task)
+    finally:
+        if task.done() and _FLAVOUR_PENDING.get(key) is task:
+            del _FLAVOUR_PENDING[key]
+    _FLAVOUR_CACHE[key] = plan
+    return plan
 
 
 class ScenarioRun:

@@ -1,4 +1,5 @@
-"""A run of many scenarios: host context once, scenarios one after another, one report.
+"""A run of many scenarios: host context once, the planned runs (one after another or several
+at once, :mod:`qmpgmem.scheduler`), one report in plan order.
 
 Why apart from the CLI: the CLI and the pytest plugin both drive runs; neither should know how
 the host is probed or how results are summed up.
@@ -7,7 +8,7 @@ the host is probed or how results are summed up.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from qmpgmem import hostinfo
 from qmpgmem.engines.factory import build_engine
@@ -16,6 +17,7 @@ from qmpgmem.report.result import HostInfo, RunReport, ScenarioResult, Summary
 from qmpgmem.rundir import reap_stale_run_dirs
 from qmpgmem.runner import HostContext, RunOptions, ScenarioRun
 from qmpgmem.scenario.loader import LoadedScenario
+from qmpgmem.scheduler import OnResult, OnStart, Planned, run_planned
 
 log = logging.getLogger(__name__)
 
@@ -75,29 +77,49 @@ def host_info(ctx: HostContext, engine: str) -> HostInfo:
     )
 
 
+def planned_runs(
+    scenarios: Sequence[LoadedScenario], options: RunOptions | Sequence[RunOptions]
+) -> list[Planned]:
+    """Every run the session makes, in report order: each engine's options, and within them
+    every scenario. The one place that expands a selection into runs, so the numbering of
+    the lines, the reports and the scheduler all agree on it."""
+    runs = [options] if isinstance(options, RunOptions) else list(options)
+    return [(loaded, opts) for opts in runs for loaded in scenarios]
+
+
 async def run_scenarios(
     scenarios: Sequence[LoadedScenario],
     ctx: HostContext,
     options: RunOptions | Sequence[RunOptions],
-    on_start: Callable[[LoadedScenario, RunOptions], None] | None = None,
-    on_result: Callable[[ScenarioResult], None] | None = None,
+    on_start: OnStart | None = None,
+    on_result: OnResult | None = None,
     plan_only: bool = False,
+    jobs: int = 1,
+    memory_budget: int | None = None,
 ) -> RunReport:
-    """Every scenario with each engine's options, in order; one report.
+    """Every scenario with each engine's options (:func:`planned_runs`); one report, in plan
+    order.
 
     ``plan_only``: decide each run (skip reasons, errors found before start) without
     starting any VM; each result is would-run, would-skip (with the reason) or error.
+    ``jobs``, ``memory_budget``: how many runs at once, and how much VM memory in bytes
+    they may hold together (:func:`qmpgmem.scheduler.run_planned`; None: no bound).
+    ``on_start(index, scenario, options)`` and ``on_result(index, result)`` are called as
+    runs start and finish; ``index`` is the run's place in the plan.
     """
     runs = [options] if isinstance(options, RunOptions) else list(options)
-    results: list[ScenarioResult] = []
-    for opts in runs:
-        for loaded in scenarios:
-            if on_start:
-                on_start(loaded, opts)
-            run = ScenarioRun(loaded, ctx, opts, build_engine)
-            result = await (run.plan() if plan_only else run.run())
-            results.append(result)
-            if on_result:
-                on_result(result)
+
+    async def run_one(loaded: LoadedScenario, opts: RunOptions) -> ScenarioResult:
+        run = ScenarioRun(loaded, ctx, opts, build_engine)
+        return await (run.plan() if plan_only else run.run())
+
+    results = await run_planned(
+        planned_runs(scenarios, runs),
+        run_one,
+        jobs=jobs,
+        budget=memory_budget,
+        on_start=on_start,
+        on_result=on_result,
+    )
     engines = ",".join(o.engine for o in runs)
     return RunReport(summary=Summary.of(results), results=results, host=host_info(ctx, engines))
