@@ -6,10 +6,13 @@ the runner *how* one run goes; when each starts, how many share the host, and wh
 the ones in progress when the run is cancelled is this module's alone. Everything runs in one
 event loop (the engines' blocking work is in threads already), so the state here needs no lock.
 
-Admission is in plan order: the next run starts when a slot is free and its memory fits what
-the runs in progress leave of the budget; a run that needs more than the whole budget starts
-when nothing else runs, and nothing starts beside it. A later, smaller run never overtakes a
-waiting one, so a large scenario cannot be starved and ``-j 1`` is exactly the plan's order.
+Admission is in plan order: the next run starts when a slot is free, its memory fits what
+the runs in progress leave of the budget, and no run in progress uses a host file it names
+(a ``file`` region at an absolute path: two runs on one file would refuse or overwrite each
+other's). A run that needs more than the whole budget starts when nothing else runs, and so
+does one that reaches the host in ways nobody can tell apart (``--allow-unsafe`` with
+``qemu_args`` or host-touching QMP commands); nothing starts beside either. A later run never
+overtakes a waiting one, so none is starved and ``-j 1`` is exactly the plan's order.
 
 Cancellation (Ctrl-C, SIGTERM, a callback that raised): every run in progress is cancelled
 and awaited, so each tears its VM down before the error leaves :func:`run_planned`; the runs
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -32,12 +36,14 @@ from qmpgmem.scenario.loader import LoadedScenario
 
 __all__ = [
     "BUDGET_FRACTION",
+    "Demand",
     "OnResult",
     "OnStart",
     "Planned",
     "RunOne",
     "default_budget",
     "default_jobs",
+    "demand",
     "memory_need",
     "run_planned",
 ]
@@ -85,6 +91,36 @@ def memory_need(loaded: LoadedScenario) -> int:
     return protocol.SYS_SIZE + sum(r.size for r in loaded.scenario.vm.memory)
 
 
+@dataclass(frozen=True)
+class Demand:
+    """What one planned run takes of the host while it is in progress."""
+
+    #: bytes of guest memory (:func:`memory_need`)
+    memory: int
+    #: host files it creates or writes (``file`` regions at absolute paths), normalised
+    host_files: frozenset[str] = frozenset()
+    #: it may touch the host beyond those files: nothing runs beside it
+    alone: bool = False
+
+
+def demand(loaded: LoadedScenario, opts: RunOptions) -> Demand:
+    """:class:`Demand` of running ``loaded`` with ``opts``.
+
+    Without ``--allow-unsafe`` a scenario that reaches the host is refused before its VM
+    starts (qmpgmem/policy.py), so only its memory counts.
+    """
+    files = frozenset(
+        os.path.normpath(r.path) for r in loaded.scenario.vm.memory if r.outside_run_dir and r.path
+    )
+    alone = False
+    if opts.allow_unsafe:
+        from qmpgmem.policy import unsafe_uses
+
+        uses = unsafe_uses(loaded, opts.engine)
+        alone = any(not use.field.startswith("vm.memory[") for use in uses)
+    return Demand(memory_need(loaded), files if opts.allow_unsafe else frozenset(), alone)
+
+
 async def run_planned(
     runs: Sequence[Planned],
     run_one: RunOne,
@@ -99,7 +135,7 @@ async def run_planned(
     ``on_start(index, scenario, options)`` is called as a run starts, ``on_result(index,
     result)`` as it finishes (so in completion order); ``index`` is the run's place in
     ``runs``. ``budget``: bytes of VM memory (:func:`memory_need`) allowed in progress at
-    once; None: no bound.
+    once; None: no bound. Which runs may overlap: :func:`demand`.
 
     :raise ValueError: ``jobs`` is below 1 or ``budget`` below 0.
     """
@@ -107,20 +143,27 @@ async def run_planned(
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     if budget is not None and budget < 0:
         raise ValueError(f"the memory budget cannot be negative, got {budget}")
-    needs = [memory_need(loaded) for loaded, _ in runs]
+    demands = [demand(loaded, opts) for loaded, opts in runs]
     results: list[ScenarioResult | None] = [None] * len(runs)
     running: dict[asyncio.Task[ScenarioResult], int] = {}
-    in_use = 0
     following = 0  # the next run of the plan to start
 
-    def fits(need: int) -> bool:
+    def fits(want: Demand) -> bool:
         if not running:
             return True  # alone, even when larger than the whole budget
-        return len(running) < jobs and (budget is None or in_use + need <= budget)
+        others = [demands[i] for i in running.values()]
+        in_use = sum(d.memory for d in others)
+        return (
+            len(running) < jobs
+            and not want.alone
+            and not any(d.alone for d in others)
+            and (budget is None or in_use + want.memory <= budget)
+            and not any(want.host_files & d.host_files for d in others)
+        )
 
     try:
         while following < len(runs) or running:
-            while following < len(runs) and fits(needs[following]):
+            while following < len(runs) and fits(demands[following]):
                 index = following
                 loaded, opts = runs[index]
                 following += 1
@@ -128,11 +171,9 @@ async def run_planned(
                     on_start(index, loaded, opts)
                 task = asyncio.ensure_future(run_one(loaded, opts))
                 running[task] = index
-                in_use += needs[index]
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in sorted(done, key=running.__getitem__):  # plan order among the done
                 index = running.pop(task)
-                in_use -= needs[index]
                 result = results[index] = task.result()  # a run's bug propagates from here
                 if on_result is not None:
                     on_result(index, result)

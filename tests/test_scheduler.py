@@ -162,6 +162,81 @@ async def test_a_run_larger_than_the_budget_runs_alone(make: Callable[..., Loade
     assert [r.scenario for r in results] == ["small", "huge", "after"]
 
 
+def file_region_scenario(tmp_path: Path, name: str, target: Path) -> LoadedScenario:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        scenario_text(name).replace(
+            "- id: m0\n      size: 16M",
+            f"- id: m0\n      size: 16M\n      backend: file\n      path: {target}",
+        )
+    )
+    loaded = load_scenario(path)
+    assert loaded.scenario.vm.memory[0].outside_run_dir
+    return loaded
+
+
+async def test_runs_naming_one_host_file_never_overlap(
+    tmp_path: Path, make: Callable[..., LoadedScenario]
+) -> None:
+    shared = tmp_path / "shared.mem"
+    one = file_region_scenario(tmp_path, "one", shared)
+    two = file_region_scenario(tmp_path, "two", tmp_path / "sub" / ".." / "shared.mem")
+    own = file_region_scenario(tmp_path, "own", tmp_path / "own.mem")
+    unsafe = RunOptions(allow_unsafe=True)
+    rec = Recorder()
+    runs = [(one, unsafe), (two, unsafe), (own, unsafe)]
+    task = asyncio.create_task(run_planned(runs, rec.run_one, jobs=3))
+    await rec.settle()
+    assert rec.events == ["start one"]  # two names the same file (spelt otherwise): it waits
+    rec.end("one")
+    await rec.settle()
+    assert rec.events == ["start one", "end one", "start two", "start own"]
+    rec.end("two")
+    rec.end("own")
+    await task
+
+    # refused without --allow-unsafe before anything is created: those overlap freely
+    rec = Recorder()
+    task = asyncio.create_task(
+        run_planned([(one, RunOptions()), (two, RunOptions())], rec.run_one, jobs=2)
+    )
+    await rec.settle()
+    assert rec.events == ["start one", "start two"]
+    rec.end("one")
+    rec.end("two")
+    await task
+
+
+async def test_raw_qemu_args_run_alone(tmp_path: Path, make: Callable[..., LoadedScenario]) -> None:
+    path = tmp_path / "raw.yaml"
+    path.write_text(
+        scenario_text("raw").replace("vm:\n", "vm:\n  qemu_args: ['-device', 'isa-debug-exit']\n")
+    )
+    raw, before, after = load_scenario(path), make("before"), make("after")
+    unsafe = RunOptions(allow_unsafe=True)
+    rec = Recorder()
+    task = asyncio.create_task(
+        run_planned([(before, unsafe), (raw, unsafe), (after, unsafe)], rec.run_one, jobs=3)
+    )
+    await rec.settle()
+    assert rec.events == ["start before"]
+    rec.end("before")
+    await rec.settle()
+    assert rec.events[-1] == "start raw" and "start after" not in rec.events
+    rec.end("raw")
+    rec.end("after")
+    await task
+    # on the kvm engine qemu_args mean nothing: no reason to run alone
+    rec = Recorder()
+    kvm = RunOptions(engine="kvm", allow_unsafe=True)
+    task = asyncio.create_task(run_planned([(raw, kvm), (after, kvm)], rec.run_one, jobs=2))
+    await rec.settle()
+    assert rec.events == ["start raw", "start after"]
+    rec.end("raw")
+    rec.end("after")
+    await task
+
+
 async def test_cancel_waits_for_every_teardown(make: Callable[..., LoadedScenario]) -> None:
     runs = [(make(n), RunOptions()) for n in ("a", "b", "c")]
     rec = Recorder()
