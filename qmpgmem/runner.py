@@ -23,6 +23,7 @@ from qmpgmem.engines.base import Engine
 from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS
 from qmpgmem.errors import QmpgmemError, UnsupportedStep
 from qmpgmem.guest import protocol
+from qmpgmem.once import OnceCache
 from qmpgmem.report.result import ScenarioResult, Status, StepResult
 from qmpgmem.rundir import exclusive_dir, move_contents
 from qmpgmem.sanitize import file_name_part, shell_comment, shell_word
@@ -132,31 +133,17 @@ def step_skip_reason(step: Step, engine: str, accel: str, host: HostContext) -> 
     return None
 
 
-_FLAVOUR_CACHE: dict[tuple[str, str], FlavourPlan] = {}
-#: Confirmations under way, so that runs in progress at once (``run -j``) asking for the same
-#: flavour share one QEMU start instead of each launching its own.
-_FLAVOUR_PENDING: dict[tuple[str, str], asyncio.Task[FlavourPlan]] = {}
+#: Shared by the runs in progress at once (``run -j``): one QEMU start per binary and flavour.
+_FLAVOUR_CACHE: OnceCache[tuple[str, str], FlavourPlan] = OnceCache()
 
 
 async def confirmed_flavour(flavour: str, qemu: QemuFacts, kvm: KvmFacts) -> FlavourPlan:
     """The flavour plan confirmed with the real binary, once per binary and flavour."""
     from qmpgmem.engines.qemu.flavours import plan_flavour_confirmed
 
-    key = (flavour, qemu.binary)
-    if key in _FLAVOUR_CACHE:
-        return _FLAVOUR_CACHE[key]
-    task = _FLAVOUR_PENDING.get(key)
-    if task is None or task.get_loop() is not asyncio.get_running_loop() or task.cancelled():
-        task = asyncio.ensure_future(plan_flavour_confirmed(flavour, qemu, kvm))
-        _FLAVOUR_PENDING[key] = task
-    try:
-        # shielded: one waiter cancelled (its run interrupted) must not cancel the others'
-        plan = await asyncio.shield(task)
-    finally:
-        if task.done() and _FLAVOUR_PENDING.get(key) is task:
-            del _FLAVOUR_PENDING[key]
-    _FLAVOUR_CACHE[key] = plan
-    return plan
+    return await _FLAVOUR_CACHE.get(
+        (flavour, qemu.binary), lambda: plan_flavour_confirmed(flavour, qemu, kvm)
+    )
 
 
 class ScenarioRun:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from qmpgmem import hostinfo
 from qmpgmem.engines.factory import build_engine
 from qmpgmem.errors import SetupError
+from qmpgmem.once import OnceCache
 from qmpgmem.report.result import HostInfo, RunReport, ScenarioResult, Summary
 from qmpgmem.rundir import reap_stale_run_dirs
 from qmpgmem.runner import HostContext, RunOptions, ScenarioRun
@@ -21,7 +22,8 @@ from qmpgmem.scheduler import OnResult, OnStart, Planned, run_planned
 
 log = logging.getLogger(__name__)
 
-_CONTEXTS: dict[tuple[tuple[str, ...], bool], HostContext] = {}
+#: Shared by whoever asks at once: one probe per set of binaries and probe choice.
+_CONTEXTS: OnceCache[tuple[tuple[str, ...], bool], HostContext] = OnceCache()
 
 
 async def host_context(qemu: Sequence[str] | str | None = None, probe: bool = True) -> HostContext:
@@ -31,9 +33,10 @@ async def host_context(qemu: Sequence[str] | str | None = None, probe: bool = Tr
     scenario runs with the first one that meets its requirements.
     """
     wanted = [qemu] if isinstance(qemu, str) else list(qemu or [])
-    key = (tuple(wanted), probe)
-    if key in _CONTEXTS:
-        return _CONTEXTS[key]
+    return await _CONTEXTS.get((tuple(wanted), probe), lambda: _probe_context(wanted, probe))
+
+
+async def _probe_context(wanted: list[str], probe: bool) -> HostContext:
     reap_stale_run_dirs()
     binaries: list[str] = []
     names: list[str | None] = list(wanted) if wanted else [None]
@@ -60,7 +63,6 @@ async def host_context(qemu: Sequence[str] | str | None = None, probe: bool = Tr
             ctx.qemu_versions[b] = q.version_str if q is not None else None
     else:
         ctx.qemu_versions = {b: hostinfo.qemu_version(b) for b in binaries}
-    _CONTEXTS[key] = ctx
     return ctx
 
 
