@@ -36,9 +36,14 @@ run: setup
 browser:
 	@bash tools/install-browser.sh
 
+# The suite on every core (pytest-xdist), then the tests marked serial (signals timed
+# against a run's phases, bounds a parallel load breaks) in a second pass, alone.
+# TEST_JOBS=0: the first pass in one process too.
+TEST_JOBS ?= auto
+TEST_ENV = QMPGMEM_EXTRA_QEMU=$$(test -x $(SID_QEMU) && realpath $(SID_QEMU))
 test: setup browser
-	QMPGMEM_EXTRA_QEMU=$$(test -x $(SID_QEMU) && realpath $(SID_QEMU)) \
-	  $(BIN)/pytest -q -ra --junitxml=build/junit.xml
+	$(TEST_ENV) $(BIN)/pytest -q -ra -n $(TEST_JOBS) -m 'not serial' --junitxml=build/junit.xml
+	$(TEST_ENV) $(BIN)/pytest -q -ra -p no:xdist -m serial --junitxml=build/junit-serial.xml
 
 lint: setup
 	$(BIN)/ruff check qmpgmem tests tests_lab bench

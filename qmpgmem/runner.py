@@ -23,6 +23,7 @@ from qmpgmem.engines.base import Engine
 from qmpgmem.engines.kvm.backend import HYPERCALL_NEVER_RETURNS
 from qmpgmem.errors import QmpgmemError, UnsupportedStep
 from qmpgmem.guest import protocol
+from qmpgmem.once import OnceCache
 from qmpgmem.report.result import ScenarioResult, Status, StepResult, result_id
 from qmpgmem.rundir import exclusive_dir, move_contents
 from qmpgmem.sanitize import file_name_part, shell_comment, shell_word
@@ -137,17 +138,17 @@ def step_skip_reason(step: Step, engine: str, accel: str, host: HostContext) -> 
     return None
 
 
-_FLAVOUR_CACHE: dict[tuple[str, str], FlavourPlan] = {}
+#: Shared by the runs in progress at once (``run -j``): one QEMU start per binary and flavour.
+_FLAVOUR_CACHE: OnceCache[tuple[str, str], FlavourPlan] = OnceCache()
 
 
 async def confirmed_flavour(flavour: str, qemu: QemuFacts, kvm: KvmFacts) -> FlavourPlan:
     """The flavour plan confirmed with the real binary, once per binary and flavour."""
     from qmpgmem.engines.qemu.flavours import plan_flavour_confirmed
 
-    key = (flavour, qemu.binary)
-    if key not in _FLAVOUR_CACHE:
-        _FLAVOUR_CACHE[key] = await plan_flavour_confirmed(flavour, qemu, kvm)
-    return _FLAVOUR_CACHE[key]
+    return await _FLAVOUR_CACHE.get(
+        (flavour, qemu.binary), lambda: plan_flavour_confirmed(flavour, qemu, kvm)
+    )
 
 
 class ScenarioRun:

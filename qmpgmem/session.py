@@ -1,4 +1,5 @@
-"""A run of many scenarios: host context once, scenarios one after another, one report.
+"""A run of many scenarios: host context once, the planned runs (one after another or several
+at once, :mod:`qmpgmem.scheduler`), one report in plan order.
 
 Why apart from the CLI: the CLI and the pytest plugin both drive runs; neither should know how
 the host is probed or how results are summed up.
@@ -8,20 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from qmpgmem import hostinfo
 from qmpgmem.engines.factory import build_engine
 from qmpgmem.errors import SetupError
+from qmpgmem.once import OnceCache
 from qmpgmem.report.repeats import fold_repeats
 from qmpgmem.report.result import HostInfo, RunReport, ScenarioResult, Summary
 from qmpgmem.rundir import reap_stale_run_dirs
 from qmpgmem.runner import HostContext, RunOptions, ScenarioRun
 from qmpgmem.scenario.loader import LoadedScenario
+from qmpgmem.scheduler import OnResult, OnStart, Planned, run_planned
 
 log = logging.getLogger(__name__)
 
-_CONTEXTS: dict[tuple[tuple[str, ...], bool], HostContext] = {}
+#: Shared by whoever asks at once: one probe per set of binaries and probe choice.
+_CONTEXTS: OnceCache[tuple[tuple[str, ...], bool], HostContext] = OnceCache()
 
 
 async def host_context(qemu: Sequence[str] | str | None = None, probe: bool = True) -> HostContext:
@@ -31,9 +35,10 @@ async def host_context(qemu: Sequence[str] | str | None = None, probe: bool = Tr
     scenario runs with the first one that meets its requirements.
     """
     wanted = [qemu] if isinstance(qemu, str) else list(qemu or [])
-    key = (tuple(wanted), probe)
-    if key in _CONTEXTS:
-        return _CONTEXTS[key]
+    return await _CONTEXTS.get((tuple(wanted), probe), lambda: _probe_context(wanted, probe))
+
+
+async def _probe_context(wanted: list[str], probe: bool) -> HostContext:
     reap_stale_run_dirs()
     binaries: list[str] = []
     names: list[str | None] = list(wanted) if wanted else [None]
@@ -60,7 +65,6 @@ async def host_context(qemu: Sequence[str] | str | None = None, probe: bool = Tr
             ctx.qemu_versions[b] = q.version_str if q is not None else None
     else:
         ctx.qemu_versions = {b: hostinfo.qemu_version(b) for b in binaries}
-    _CONTEXTS[key] = ctx
     return ctx
 
 
@@ -84,8 +88,10 @@ def planned_runs(
     *,
     matrix: bool = False,
     repeat: int = 1,
-) -> list[tuple[LoadedScenario, RunOptions]]:
-    """Every run a ``qmpgmem run`` makes, in order: engine x scenario x binary x repeat.
+) -> list[Planned]:
+    """Every run a ``qmpgmem run`` makes, in report order: engine x scenario x binary x
+    repeat. The one place that expands a selection into runs, so the numbering of the lines,
+    the reports and the scheduler all agree on it.
 
     ``options``: one per engine. ``matrix``: a qemu-engine run per binary of
     ``qemu_binaries``, each pinned to it (a binary the scenario's requirements rule out gives
@@ -96,7 +102,7 @@ def planned_runs(
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1, not {repeat}")
     engines = [options] if isinstance(options, RunOptions) else list(options)
-    out: list[tuple[LoadedScenario, RunOptions]] = []
+    out: list[Planned] = []
     for opts in engines:
         pins: list[str | None] = [opts.qemu]
         if matrix and opts.engine == "qemu" and opts.qemu is None and qemu_binaries:
@@ -115,33 +121,40 @@ async def run_scenarios(
     scenarios: Sequence[LoadedScenario],
     ctx: HostContext,
     options: RunOptions | Sequence[RunOptions],
-    on_start: Callable[[LoadedScenario, RunOptions], None] | None = None,
-    on_result: Callable[[ScenarioResult], None] | None = None,
+    on_start: OnStart | None = None,
+    on_result: OnResult | None = None,
     plan_only: bool = False,
     *,
     matrix: bool = False,
     repeat: int = 1,
+    jobs: int = 1,
+    memory_budget: int | None = None,
 ) -> RunReport:
-    """Every run of :func:`planned_runs`, in order; one report, the repeats folded.
+    """Every run of :func:`planned_runs`; one report in plan order, the repeats folded.
 
     ``plan_only``: decide each run (skip reasons, errors found before start) without
-    starting any VM; each result is would-run, would-skip (with the reason) or error.
-    ``on_result`` sees each run's result as it ends, before folding. A plan decides each run
-    once, whatever ``repeat`` (the decision does not change between repeats).
+    starting any VM; each result is would-run, would-skip (with the reason) or error. A plan
+    decides each run once, whatever ``repeat`` (the decision does not change between
+    repeats). ``jobs``, ``memory_budget``: how many runs at once, and how much VM memory in
+    bytes they may hold together (:func:`qmpgmem.scheduler.run_planned`; None: no bound).
+    ``on_start(index, scenario, options)`` and ``on_result(index, result)`` are called as
+    runs start and finish, before folding; ``index`` is the run's place in the plan.
     """
     repeat = 1 if plan_only else repeat
     runs = [options] if isinstance(options, RunOptions) else list(options)
-    results: list[ScenarioResult] = []
-    for loaded, opts in planned_runs(
-        scenarios, runs, ctx.qemu_binaries, matrix=matrix, repeat=repeat
-    ):
-        if on_start:
-            on_start(loaded, opts)
+
+    async def run_one(loaded: LoadedScenario, opts: RunOptions) -> ScenarioResult:
         run = ScenarioRun(loaded, ctx, opts, build_engine)
-        result = await (run.plan() if plan_only else run.run())
-        results.append(result)
-        if on_result:
-            on_result(result)
+        return await (run.plan() if plan_only else run.run())
+
+    results = await run_planned(
+        planned_runs(scenarios, runs, ctx.qemu_binaries, matrix=matrix, repeat=repeat),
+        run_one,
+        jobs=jobs,
+        budget=memory_budget,
+        on_start=on_start,
+        on_result=on_result,
+    )
     folded = fold_repeats(results)
     engines = ",".join(o.engine for o in runs)
     return RunReport(summary=Summary.of(folded), results=folded, host=host_info(ctx, engines))

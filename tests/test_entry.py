@@ -65,3 +65,35 @@ def test_a_signal_swallowed_inside_a_callback_is_delivered_again() -> None:
     )
     assert "Exception ignored" not in done.stderr, done.stderr
     assert done.stdout.strip() == "interrupted SIGTERM SIGTERM", (done.stdout, done.stderr)
+
+
+WRAPPED = """
+import signal
+from qmpgmem.cli import entry
+
+class Descriptor:
+    def __set_name__(self, owner, name):
+        signal.raise_signal(signal.SIGINT)  # the handler raises here; Python wraps it
+
+def commands(argv):
+    class Model:  # as a class body of a module imported by a command
+        field = Descriptor()
+    return 0
+
+entry._run_cli = commands
+entry.main()
+"""
+
+
+def test_a_signal_wrapped_into_another_error_still_interrupts() -> None:
+    """A SIGINT during the import of pydantic (its __set_name__ hooks) became "RuntimeError:
+    Error calling __set_name__", a traceback and exit 1 (seen under pytest-xdist's load)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", WRAPPED], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == "interrupted (SIGINT): stopped"

@@ -225,6 +225,45 @@ def test_both_engines_run(pytester: pytest.Pytester, qemu_binary: str, kvm_avail
     )
 
 
+@pytest.mark.qemu
+@pytest.mark.usefixtures("no_leftovers")
+def test_under_xdist_the_controllers_junit_has_the_workers_properties(
+    pytester: pytest.Pytester, qemu_binary: str, junit_xsd: Any
+) -> None:
+    other = GOOD.replace("name: good", "name: other").replace("[smoke, fast]", "[other]")
+    pytester.makefile(".yaml", good=GOOD, bad=BAD, snp=SNP, other=other)
+    junit = pytester.path / "junit.xml"
+    result = run(pytester, "-n", "2", "--dist", "load", f"--junitxml={junit}", "-rs")
+    result.assert_outcomes(passed=2, failed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*2 workers*"])
+    junit_xsd.validate(str(junit))
+    q = qemu_id(qemu_binary)
+    assert set(junit_cases(junit)) == {f"{n}[{q}]" for n in ("good", "bad", "snp", "other")}
+    # the items ran in the workers, the controller wrote the file: the host and every
+    # scenario's tags came from the workers, whichever ran which
+    props = suite_properties(junit)
+    assert props["qmpgmem.host.kvm_backend"] == (hostinfo.kvm_backend() or "none")
+    assert props["qmpgmem.host.qemu_binary"] == qemu_binary
+    assert props["qmpgmem.tags.good"] == "smoke,fast"
+    assert props["qmpgmem.tags.other"] == "other"
+
+
+def test_merged_properties_take_one_host_and_every_tag() -> None:
+    from qmpgmem.pytest_plugin.plugin import merged_properties
+
+    merged = merged_properties(
+        [
+            [("qmpgmem.host.kernel_release", "6.1"), ("qmpgmem.tags.b", "x")],
+            [("qmpgmem.host.kernel_release", "6.1"), ("qmpgmem.tags.a", "y,z")],
+        ]
+    )
+    assert merged == [
+        ("qmpgmem.host.kernel_release", "6.1"),
+        ("qmpgmem.tags.a", "y,z"),
+        ("qmpgmem.tags.b", "x"),
+    ]
+
+
 def test_version_labels_tell_binaries_apart() -> None:
     labels = version_labels(
         ["/a", "/b", "/c", "/d"], {"/a": "10.0.2", "/b": "10.0.2", "/c": None, "/d": "11.1 rc"}

@@ -10,7 +10,14 @@ import pytest
 
 from tests.signal_storm import storm_once
 
-pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.usefixtures("qemu_binary")]
+# serial: the moments are placed on the timeline of a run on an otherwise idle worker; under
+# pytest-xdist the other workers' load moved them (found running the suite with -n 2)
+pytestmark = [
+    pytest.mark.qemu,
+    pytest.mark.slow,
+    pytest.mark.serial,
+    pytest.mark.usefixtures("qemu_binary"),
+]
 
 # Moments across the phases of a ~1.5 s run of basic-smoke: imports, probe (QEMU started
 # for query-qmp-schema and the flavour checks), guest boot and steps, teardown and reports.

@@ -162,6 +162,21 @@ def _run_cli(argv: Sequence[str] | None) -> int:
     return code if isinstance(code, int) else 0
 
 
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether our Interrupted is in ``exc``'s chain of causes: Python wraps an exception
+    raised in some places into another, e.g. one raised in a ``__set_name__`` while a class
+    body of an imported module is being made becomes a RuntimeError (seen with a SIGINT
+    during the import of pydantic on a loaded machine)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, Interrupted):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point (``qmpgmem = qmpgmem.cli:main``); ``argv`` given: a call
     from Python, which ends in SystemExit rather than leaving the process."""
@@ -173,6 +188,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             code = _run_cli(argv)
         except KeyboardInterrupt:
+            exit_interrupted()
+            return
+        except Exception as exc:
+            if not _caused_by_interrupt(exc):
+                raise
             exit_interrupted()
             return
         except SystemExit as exc:

@@ -4,6 +4,11 @@ Exit codes: 0 all passed (skips allowed unless ``--strict``), 1 anything failed,
 out or broke the strict gate, 2 invalid input, 130 interrupted (Ctrl-C, SIGTERM, SIGHUP), 141
 stdout closed. Every VM is torn down before the process exits, and the reports asked for are
 rewritten after each result, so an interrupted run leaves valid ones.
+
+With ``-j N`` up to N runs are in progress at once (:mod:`qmpgmem.scheduler`): each result
+line is printed as its run finishes and carries the run's number in the plan, the reports and
+the summary keep the plan's order, and an interrupted report lists every run that was in
+progress.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from qmpgmem.cli.group import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli
 from qmpgmem.cli.run_output import (
@@ -42,6 +48,7 @@ from qmpgmem.report.result import (
     result_id,
 )
 from qmpgmem.runner import HostContext, RunOptions
+from qmpgmem.sanitize import printable
 from qmpgmem.scenario.loader import LoadedScenario, load_paths
 from qmpgmem.scenario.tags import TagExpression, TagExpressionError
 
@@ -61,8 +68,10 @@ class Progress:
     files: ReportFiles
     ctx: HostContext | None = None
     engines: str = ""
-    results: list[ScenarioResult] = field(default_factory=list)
-    current: tuple[LoadedScenario, RunOptions, float] | None = None
+    #: finished runs by their place in the plan (they finish in any order with -j)
+    results: dict[int, ScenarioResult] = field(default_factory=dict)
+    #: runs in progress by their place in the plan: scenario, options, when it started
+    running: dict[int, tuple[LoadedScenario, RunOptions, float]] = field(default_factory=dict)
     #: why the run stopped early when no signal says it ("stdout closed")
     stopped_by: str | None = None
     allow_unsafe: bool = False
@@ -74,15 +83,18 @@ class Progress:
 
         return self.stopped_by or first_signal() or "SIGINT"
 
-    def report(self, complete: bool) -> RunReport:
+    def report(self, complete: bool, stopped: bool = True) -> RunReport:
+        """The report so far, in plan order, repeats folded. Not ``complete`` and
+        ``stopped``: the run ended early, and every run that was in progress is listed as
+        interrupted; not ``stopped``: a snapshot while the runs go on (those in progress are
+        not listed yet)."""
         from qmpgmem.report.repeats import fold_repeats
         from qmpgmem.session import host_info
 
-        results = fold_repeats(self.results)
-        if not complete and self.current is not None:
-            loaded, opts, t0 = self.current
-            results.append(
-                ScenarioResult(
+        by_index = dict(self.results)
+        if not complete and stopped:
+            for index, (loaded, opts, t0) in self.running.items():
+                by_index[index] = ScenarioResult(
                     id=result_id(loaded.scenario.name, opts.engine, opts.qemu),
                     scenario=loaded.scenario.name,
                     file=str(loaded.path),
@@ -94,7 +106,7 @@ class Progress:
                     qemu=opts.qemu,
                     tags=list(loaded.scenario.tags),
                 )
-            )
+        results = fold_repeats([by_index[i] for i in sorted(by_index)])
         return RunReport(
             summary=Summary.of(results),
             results=results,
@@ -146,6 +158,8 @@ async def _run(
     plan: bool,
     matrix: bool = False,
     repeat: int = 1,
+    jobs: int = 1,
+    budget: int | None = None,
 ) -> RunReport:
     from qmpgmem.session import host_context, planned_runs, run_scenarios
 
@@ -154,34 +168,50 @@ async def _run(
     total = len(planned_runs(scenarios, options, ctx.qemu_binaries, matrix=matrix, repeat=repeat))
     _say(console, header_line(len(scenarios), options, ctx))
     _say(console, accelerator_line(options, ctx))
-
-    def on_result(r: ScenarioResult) -> None:
-        progress.results.append(r)
-        progress.current = None
-        progress.files.update(progress.report(complete=False))
-        _say(console, result_line(r, len(progress.results), total, plan, repeat))
-        for line in artifact_lines(r):
-            _say(console, line)
-
-    # A live line for the scenario in progress (on a terminal only; logs get the result lines).
+    # A live line for the runs in progress (on a terminal only; logs get the result lines).
     status = console.status("", spinner="dots") if console.is_terminal else None
 
-    def on_start(loaded: LoadedScenario, opts: RunOptions) -> None:
-        progress.current = (loaded, opts, time.monotonic())
-        if status is not None:
-            n = len(progress.results) + 1
-            status.update(f"[{n}/{total}] running {loaded.scenario.name} [{opts.engine}] …")
+    def show_running() -> None:
+        if status is None or not progress.running:
+            return
+        names = ", ".join(
+            f"{loaded.scenario.name} [{opts.engine}]"
+            for loaded, opts, _ in progress.running.values()
+        )
+        done = f"{len(progress.results)}/{total} done"
+        status.update(escape(f"[{done}] {len(progress.running)} running: {printable(names)} …"))
 
-    async def go() -> RunReport:
+    def on_result(index: int, r: ScenarioResult) -> None:
+        progress.results[index] = r
+        progress.running.pop(index, None)
+        progress.files.update(progress.report(complete=False, stopped=False))
+        _say(console, result_line(r, index + 1, total, plan, repeat))
+        for line in artifact_lines(r):
+            _say(console, line)
+        show_running()
+
+    def on_start(index: int, loaded: LoadedScenario, opts: RunOptions) -> None:
+        progress.running[index] = (loaded, opts, time.monotonic())
+        show_running()
+
+    async def run() -> RunReport:
         return await run_scenarios(
-            scenarios, ctx, options, on_start, on_result, plan_only=plan, matrix=matrix,
+            scenarios,
+            ctx,
+            options,
+            on_start,
+            on_result,
+            plan_only=plan,
+            matrix=matrix,
             repeat=repeat,
+            jobs=jobs,
+            memory_budget=budget,
         )
 
     if status is None:
-        return await go()
+        return await run()
     with status:
-        return await go()
+        return await run()
 
 
 async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
@@ -206,6 +236,30 @@ async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
         for sig in INTERRUPTING:
             loop.remove_signal_handler(sig)
         install_handlers()  # what remains (reports, summary) is interrupted like the rest
+
+
+class _Size(click.ParamType[int]):
+    """A size as scenario files spell it (``512M``, ``2G``, ``0x1000``)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from qmpgmem.scenario.units import parse_size
+
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _budget_help() -> str:
+    from qmpgmem.scheduler import BUDGET_FRACTION
+
+    return (
+        "VM memory the runs in progress may hold together (each run needs its guest's 4 MiB "
+        "plus its regions); a run larger than the budget still runs, alone. Default: "
+        f"{BUDGET_FRACTION:.0%} of MemAvailable at the start."
+    )
 
 
 def _baseline(expect_skips: Path | None) -> ExpectedSkips:
@@ -299,6 +353,20 @@ def _host_class(ctx: HostContext | None) -> str:
 )
 @click.option("--keep-run-dirs", is_flag=True, help="Keep the files of passing runs too.")
 @click.option(
+    "-j",
+    "--jobs",
+    "jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Run up to N scenarios at once (default: the cores this process may use; -j 1: one "
+    "after another). Lines are printed as runs finish, numbered in plan order; reports and "
+    "the summary keep the plan's order.",
+)
+@click.option(
+    "--memory-budget", "budget", type=_Size(), default=None, metavar="SIZE", help=_budget_help()
+)
+@click.option(
     "--plan",
     is_flag=True,
     help="Boot no guest: print for each scenario and engine whether it would run here or why "
@@ -346,6 +414,8 @@ def run(
     junit_path: Path | None,
     artifacts: Path,
     keep_run_dirs: bool,
+    jobs: int | None,
+    budget: int | None,
     plan: bool,
     strict: bool,
     expect_skips: Path | None,
@@ -372,6 +442,7 @@ def run(
       qmpgmem run scenarios/ --engine qemu --engine kvm --plan
       qmpgmem run scenarios/ --qemu qemu-system-x86_64 --qemu ./qemu-11 --matrix
       qmpgmem run scenarios/basic --repeat 5 --json repeats.json
+      qmpgmem run scenarios/ --engine qemu --engine kvm -j 2 --memory-budget 2G
     \b
     A host-image gate (docs/ci.md):
       qmpgmem run scenarios/ --engine qemu --engine kvm --write-expected-skips host-class.yaml
@@ -419,7 +490,20 @@ def run(
     progress = Progress(
         files=files, engines=",".join(o.engine for o in options), allow_unsafe=allow_unsafe
     )
-    main = _run(selected, options, qemu, console, progress, plan, matrix, repeat)
+    from qmpgmem.scheduler import default_budget, default_jobs
+
+    main = _run(
+        selected,
+        options,
+        qemu,
+        console,
+        progress,
+        plan,
+        matrix=matrix,
+        repeat=repeat,
+        jobs=jobs or default_jobs(),
+        budget=budget if budget is not None else default_budget(),
+    )
     try:
         report = asyncio.run(_cancellable(main))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -17,6 +17,7 @@ import ctypes
 import functools
 import logging
 import os
+import threading
 from typing import Final, Protocol
 
 import numpy as np
@@ -122,9 +123,20 @@ def _threads() -> int:
         return 1
 
 
+#: Held while a caller builds the helper: the hashes run in worker threads, and concurrent
+#: runs (``run -j``) would otherwise compile it side by side; a thread that missed the cache
+#: meanwhile finds the built object and only loads it again (the same dlopen handle).
+_HASHER_LOCK = threading.Lock()
+
+
 @functools.cache
 def hasher() -> Hasher:
     """The compiled helper when it builds and loads here, else numpy (logged once, with why)."""
+    with _HASHER_LOCK:
+        return _make_hasher()
+
+
+def _make_hasher() -> Hasher:
     if os.environ.get(ENV, "").lower() in ("numpy", "0"):
         return NumpyHasher()
     loaded = load()

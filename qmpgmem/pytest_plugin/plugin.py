@@ -15,6 +15,7 @@ import fnmatch
 import os
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,10 +155,19 @@ def pytest_runtest_makereport(
     return report
 
 
+#: Where an xdist worker hands its testsuite properties to the controller (workeroutput).
+WORKER_PROPERTIES = "qmpgmem_properties"
+
+
 @pytest.hookimpl(tryfirst=True)  # before the junitxml plugin writes its file
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
-    if state is None or state.host_context is None:
+    if state is None:
+        return
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller writes the JUnit file
+        if state.host_context is not None:
+            workeroutput[WORKER_PROPERTIES] = testsuite_properties(state, session.items)
         return
     try:
         from _pytest.junitxml import xml_key
@@ -166,8 +176,35 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     xml = session.config.stash.get(xml_key, None)
     if xml is None:
         return
-    for name, value in testsuite_properties(state, session.items):
+    if state.worker_properties:  # under xdist the items ran in the workers
+        properties = merged_properties(state.worker_properties)
+    elif state.host_context is not None:
+        properties = testsuite_properties(state, session.items)
+    else:
+        return
+    for name, value in properties:
         xml.add_global_property(name, value)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: absent without xdist
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """An xdist worker finished: keep the properties it computed for the controller's JUnit."""
+    state = node.config.stash.get(STATE, None)
+    output = getattr(node, "workeroutput", None) or {}
+    if state is not None and output.get(WORKER_PROPERTIES):
+        state.worker_properties.append([(str(k), str(v)) for k, v in output[WORKER_PROPERTIES]])
+
+
+def merged_properties(per_worker: list[list[tuple[str, str]]]) -> list[tuple[str, str]]:
+    """One worker's host fingerprint (the same host: the first that ran a scenario) and the
+    union of every worker's scenario tags, each property once."""
+    merged: dict[str, str] = {}
+    for properties in per_worker:
+        for name, value in properties:
+            merged.setdefault(name, value)
+    host = [(n, v) for n, v in merged.items() if n.startswith(f"{PROPERTY_PREFIX}.host.")]
+    tags = sorted((n, v) for n, v in merged.items() if not n.startswith(f"{PROPERTY_PREFIX}.host."))
+    return host + tags
 
 
 def testsuite_properties(state: PluginState, items: list[pytest.Item]) -> list[tuple[str, str]]:

@@ -68,6 +68,8 @@ class PluginState:
     patterns: list[str]  # ini qmpgmem_paths
     #: --qmpgmem-allow-unsafe: run what reaches the host (docs/security.md)
     allow_unsafe: bool = False
+    #: under pytest-xdist, on the controller: each worker's testsuite properties
+    worker_properties: list[list[tuple[str, str]]] = field(default_factory=list)
     _collect_ctx: HostContext | None = field(default=None, repr=False)
     _run_ctx: HostContext | None = field(default=None, repr=False)
 
