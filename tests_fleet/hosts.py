@@ -9,6 +9,7 @@ started — and then checks that none is left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -132,10 +133,8 @@ class SshHost:
         deadline = time.monotonic() + timeout
         while (left := uts_members(self.uts)) and time.monotonic() < deadline:
             for pid in left:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.2)
         if left:
             raise HostError(f"processes of {self.name} outlived it: {left}")
