@@ -59,6 +59,20 @@ def uts_members(uts: str) -> list[int]:
     return pids
 
 
+def processes_naming(text: str) -> list[int]:
+    """The processes (not this one) whose command line contains ``text``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if text.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
 @dataclass
 class SshHost:
     """One sshd in its own UTS namespace: ``start()``, then ``stop()`` (always)."""
@@ -180,6 +194,16 @@ class Fleet:
                 errors.append(str(exc))
         if self.made_privsep:
             shutil.rmtree(PRIVSEP_DIR, ignore_errors=True)
+        # the controller's side: ssh connection masters (ControlPersist) and anything else
+        # started with a path of the fleet's directory, given a moment to see their hosts gone
+        deadline = time.monotonic() + 10
+        while (left := processes_naming(str(self.root))) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if left:
+            errors.append(f"processes naming {self.root} outlived the fleet: {left}")
         if errors:
             raise HostError("; ".join(errors))
 
