@@ -197,7 +197,8 @@ def test_a_failing_host_is_fetched_aggregated_and_named(
     (verdict,) = failing.task("Name every host whose run failed").values()
     assert verdict["failed"]
     assert "1 of 2 host(s) failed" in verdict["msg"], verdict["msg"]
-    assert "fleet-b: run exited 1" in verdict["msg"] and "fleet-a" not in verdict["msg"]
+    assert "fleet-b: run exited 1: strict: failed" in verdict["msg"], verdict["msg"]
+    assert "fleet-a" not in verdict["msg"]
     # both hosts fetched their reports, the failing one too
     runs = {h: read_json(failing.results / "runs" / f"{h}.json") for h in HOSTS}
     assert runs["fleet-a"]["gate"]["passed"]
