@@ -4,8 +4,9 @@ the controller into its own prefix, probes, runs a part of the library in strict
 the kvm_pvm class's expected skips; the controller fetches and aggregates.
 
 The first playbook run passes on both hosts. The second gives fleet-b a scenario whose
-expectation is wrong: its run fails, fleet-a's reports and fleet-b's are still fetched, the
-aggregate shows the failed cells, and the playbook fails naming fleet-b.
+expectation is wrong and adds a host nothing answers for: fleet-b's run fails, fleet-a's
+reports and fleet-b's are still fetched, the aggregate shows the failed cells, and the
+playbook fails naming fleet-b and the unreachable host.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests_fleet.conftest import REPO, SELECT, expected_rows, read_json
-from tests_fleet.hosts import Fleet
+from tests_fleet.hosts import Fleet, free_port
 
 PLAYBOOK = REPO / "deploy" / "ansible" / "fleet.yml"
 HOSTS = ("fleet-a", "fleet-b")
@@ -74,14 +75,16 @@ class PlaybookRun:
 
 def playbook(
     ansible_playbook: Path, fleet: Fleet, controller_qmpgmem: Path, name: str,
-    **host_vars: dict[str, object],
+    more_hosts: dict[str, dict[str, object]] | None = None, **host_vars: dict[str, object],
 ) -> PlaybookRun:
     """``ansible-playbook -i INVENTORY fleet.yml`` with the tier's selection, the reports
-    under the fleet's directory in ``name``/."""
+    under the fleet's directory in ``name``/; ``more_hosts`` joins the fleet's group."""
     work = fleet.root / name
     work.mkdir()
     inventory = work / "inventory.json"
-    inventory.write_text(json.dumps(fleet.inventory("kvm_pvm", **host_vars)))
+    doc: Any = fleet.inventory("kvm_pvm", **host_vars)
+    doc["all"]["children"]["kvm_pvm"]["hosts"].update(more_hosts or {})
+    inventory.write_text(json.dumps(doc))
     results = work / "results"
     extra = {"qmpgmem_select": SELECT, "qmpgmem_results": str(results),
              "qmpgmem_controller_bin": str(controller_qmpgmem)}  # fmt: skip
@@ -188,18 +191,25 @@ def test_a_failing_host_is_fetched_aggregated_and_named(
     wrong.mkdir()
     (wrong / "wrong-pattern.yaml").write_text(textwrap.dedent(WRONG))
     (wheel,) = (passing.results / "dist").glob("qmpgmem-*.whl")
+    # fleet-gone: a port of 127.0.0.3 where nothing listens
+    gone = {"fleet-gone": {
+        "ansible_host": "127.0.0.3", "ansible_port": free_port("127.0.0.3"),
+        "qmpgmem_prefix": str(fleet.root / "prefix" / "fleet-gone"), "qmpgmem_wheel": str(wheel),
+    }}  # fmt: skip
     failing = playbook(
-        ansible_playbook, fleet, controller_qmpgmem, "failing",
+        ansible_playbook, fleet, controller_qmpgmem, "failing", more_hosts=gone,
         fleet_a={"qmpgmem_wheel": str(wheel)},
         fleet_b={"qmpgmem_wheel": str(wheel), "qmpgmem_scenarios": [str(wrong) + "/"]},
     )  # fmt: skip
-    assert failing.rc == 2, failing.why()
+    assert failing.rc == 4, failing.why()  # ansible's: a host was unreachable
     (verdict,) = failing.task("Name every host whose run failed").values()
     assert verdict["failed"]
-    assert "1 of 2 host(s) failed" in verdict["msg"], verdict["msg"]
+    assert "2 of 3 host(s) failed" in verdict["msg"], verdict["msg"]
+    assert "fleet-gone: no run (unreachable" in verdict["msg"]
+    assert failing.doc["stats"]["fleet-gone"]["unreachable"] == 1
     assert "fleet-b: run exited 1: strict: failed" in verdict["msg"], verdict["msg"]
     assert "fleet-a" not in verdict["msg"]
-    # both hosts fetched their reports, the failing one too
+    # both hosts that ran fetched their reports, the failing one too
     runs = {h: read_json(failing.results / "runs" / f"{h}.json") for h in HOSTS}
     assert runs["fleet-a"]["gate"]["passed"]
     assert not runs["fleet-b"]["gate"]["passed"]
