@@ -10,7 +10,7 @@ SID_QEMU_PREFIX := build/qemu-sid
 SID_QEMU := $(SID_QEMU_PREFIX)/qemu-system-x86_64
 SID_QEMU_ARG = $$(test -x $(SID_QEMU) && echo --qemu qemu-system-x86_64 --qemu $(SID_QEMU))
 
-.PHONY: setup run test lint bench clean image sid-qemu lab lab-setup browser
+.PHONY: setup run test lint bench clean image sid-qemu lab lab-setup browser fleet fleet-setup
 
 setup: $(STAMP) image sid-qemu
 
@@ -46,8 +46,18 @@ test: setup browser
 	$(TEST_ENV) $(BIN)/pytest -q -ra -p no:xdist -m serial --junitxml=build/junit-serial.xml
 
 lint: setup
-	$(BIN)/ruff check qmpgmem tests tests_lab bench
+	$(BIN)/ruff check qmpgmem tests tests_lab tests_fleet bench
 	$(BIN)/mypy
+
+# The fleet tier (tests_fleet/, docs/fleet.md): deploy/ansible's playbook run by ansible-core over
+# SSH against two sshd's on 127.0.0.2 and 127.0.0.3 of this machine, and the tmt plan run with
+# `provision --how local`. openssh-server and a private venv build/fleet-tools with
+# ansible-core and tmt come from tools/install-fleet-tools.sh. Not part of `make test`.
+fleet-setup: setup browser
+	bash tools/install-fleet-tools.sh
+
+fleet: fleet-setup
+	$(BIN)/pytest -q -ra tests_fleet --junitxml=build/junit-fleet.xml
 
 # Optional: real private<->shared conversions in a nested L1 (docs/lab.md). The first call
 # builds the lab kernel (15-25 min on 2 cores), later ones find it in ~/.cache/qmpgmem/lab.
