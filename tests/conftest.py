@@ -14,6 +14,12 @@ import pytest
 
 QEMU = shutil.which("qemu-system-x86_64")
 
+#: Every process this test process starts inherits this mark, QEMU included, so an orphaned
+#: QEMU can be told apart from another pytest-xdist worker's (or another run's on the
+#: machine) by its environment.
+OWNER_VAR = "QMPGMEM_TEST_OWNER"
+os.environ[OWNER_VAR] = str(os.getpid())
+
 
 def qemu_pids() -> set[int]:
     out = subprocess.run(["pgrep", "-f", "qemu-system"], capture_output=True, text=True).stdout
@@ -29,9 +35,11 @@ def _ppid(pid: int) -> int:
 
 
 def our_qemu_pids() -> set[int]:
-    """QEMU processes this test process started (descendants), or orphaned ones.
+    """QEMU processes this test process started: its descendants, and orphaned ones that
+    carry its mark (:data:`OWNER_VAR`).
 
-    Other test runs may be starting their own QEMUs on this machine at the same time.
+    Other test runs, and the other pytest-xdist workers, start their own QEMUs on this
+    machine at the same time; one of theirs orphaned for a moment is not this test's.
     """
     me, mine = os.getpid(), set()
     for pid in qemu_pids():
@@ -42,9 +50,22 @@ def our_qemu_pids() -> set[int]:
                 mine.add(pid)
                 break
         else:
-            if _ppid(pid) == 1:
+            if _ppid(pid) == 1 and _owner(pid) == str(me):
                 mine.add(pid)
     return mine
+
+
+def _owner(pid: int) -> str | None:
+    """The test process that started ``pid`` (its :data:`OWNER_VAR`), None if unmarked."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = f"{OWNER_VAR}=".encode()
+    for entry in environ.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
 
 
 @pytest.fixture
