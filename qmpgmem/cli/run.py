@@ -216,25 +216,31 @@ async def _run(
 
 async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
     """Run the main coroutine so that SIGINT, SIGTERM and SIGHUP cancel it, once: a second
-    signal while VMs are being stopped is recorded and ignored, so teardown completes."""
+    signal while VMs are being stopped is recorded and ignored, so teardown completes.
+
+    Why plain ``signal.signal`` and not the loop's ``add_signal_handler``: removing a loop
+    handler resets the signal to SIG_DFL before ours is back, and a second SIGTERM in that
+    gap killed the process mid-teardown (the signal storm found it). Swapping one Python
+    handler for another leaves no gap; the handler runs in the main thread, whose selector
+    wait it interrupts, and hands the cancel to the loop."""
+    import signal
+
     from qmpgmem.cli.entry import INTERRUPTING, first_signal, install_handlers, note_signal
 
     task = asyncio.ensure_future(main)
     loop = asyncio.get_running_loop()
 
-    def cancel(name: str) -> None:
-        if note_signal(name):
-            task.cancel()
+    def cancel(signum: int, _frame: object) -> None:
+        if note_signal(signal.Signals(signum).name):
+            loop.call_soon_threadsafe(task.cancel)
 
     if first_signal() is not None:  # a signal came before the loop took over
         task.cancel()
     for sig in INTERRUPTING:
-        loop.add_signal_handler(sig, cancel, sig.name)
+        signal.signal(sig, cancel)
     try:
         return await task
     finally:
-        for sig in INTERRUPTING:
-            loop.remove_signal_handler(sig)
         install_handlers()  # what remains (reports, summary) is interrupted like the rest
 
 
