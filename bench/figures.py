@@ -28,6 +28,21 @@ def hello_over_serial() -> Iterator[None]:
         Mailbox.offer_hello = saved  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def machine_default_firmware() -> Iterator[None]:
+    """QEMU engines started inside boot the PVH image through the machine's default
+    firmware, not qboot (microvm's default on Debian is a SeaBIOS build): the baseline of
+    the qboot boot."""
+    from qmpgmem.engines.qemu import engine
+
+    saved = engine.pvh_firmware
+    engine.pvh_firmware = lambda vm, firmware: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        engine.pvh_firmware = saved
+
+
 async def median_latency(call: Callable[[], Awaitable[object]], n: int) -> float:
     """Median seconds of ``n`` sequential awaits of ``call()``."""
     times = []

@@ -3,7 +3,10 @@
 Why in one run: the host's load (another build, other test runs) changes by the minute, so
 the figure is the ratio of two wall times taken back to back, repeated with the order
 alternating (1, N, N, 1, ...) so that a load change hits both alike; each side's median is
-compared. Every run's statuses must be the same per scenario and engine whatever -j, or the
+compared. The runs share one in-memory history of run durations (qmpgmem/durations.py), so
+from the first -j 1 run on, -j N starts the longest runs first, as ``qmpgmem run`` does with
+its durations file (``--plan-order``: keep the plan's order, the baseline of that). Every
+run's statuses must be the same per scenario and engine whatever -j, or the
 bench fails: a parallel run that changes an outcome is a bug, not a speed-up. The load
 average before and after is printed and written with the figures.
 
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from jsonout import write_json
 
+from qmpgmem.durations import Durations
 from qmpgmem.host.requirements import check_requirement_syntax
 from qmpgmem.runner import RunOptions
 from qmpgmem.scenario.loader import load_paths
@@ -42,6 +46,9 @@ async def main() -> None:
     ap.add_argument("--engine", action="append", choices=["qemu", "kvm"])
     ap.add_argument("--qemu", action="append", metavar="BIN")
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--plan-order", action="store_true", help="start the runs in plan order, not longest first"
+    )
     ap.add_argument("paths", nargs="*", default=[str(ROOT / "scenarios")])
     args = ap.parse_args()
     loaded, issues = load_paths(args.paths, requirement_check=check_requirement_syntax)
@@ -54,10 +61,13 @@ async def main() -> None:
     walls: dict[int, list[float]] = {1: [], args.jobs: []}
     statuses: dict[tuple[str, str], set[str]] = {}
     order = [1, args.jobs]
+    durations = None if args.plan_order else Durations(None)
     for round_ in range(args.repeat):
         for jobs in order if round_ % 2 == 0 else order[::-1]:
             t0 = time.perf_counter()
-            report = await run_scenarios(loaded, ctx, options, jobs=jobs, memory_budget=budget)
+            report = await run_scenarios(
+                loaded, ctx, options, jobs=jobs, memory_budget=budget, durations=durations
+            )
             walls[jobs].append(time.perf_counter() - t0)
             for r in report.results:
                 statuses.setdefault((r.scenario, r.engine), set()).add(r.status.value)
@@ -73,6 +83,9 @@ async def main() -> None:
         f"{runs} runs ({len(loaded)} scenarios x {', '.join(engines)}): "
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         + f"; identical statuses in all {2 * args.repeat} runs; median of {args.repeat} each; "
+        + ("plan order; " if args.plan_order else "longest first (after the first -j 1 run); ")
+        + f"{sum(r.duration_s for r in report.results):.2f} s of runs, the longest "
+        + f"{max(r.duration_s for r in report.results):.2f} s (in the last run); "
         f"{len(os.sched_getaffinity(0))} cores; load {load_before} -> {load_after}\n"
     )
     table = [
@@ -97,6 +110,7 @@ async def main() -> None:
                 "speedup": serial / parallel,
                 "runs": runs,
                 "statuses": counts,
+                "order": "plan" if args.plan_order else "longest first",
             },
             table,
             ("figure", "median", "beside the baseline"),

@@ -6,13 +6,14 @@ the runner *how* one run goes; when each starts, how many share the host, and wh
 the ones in progress when the run is cancelled is this module's alone. Everything runs in one
 event loop (the engines' blocking work is in threads already), so the state here needs no lock.
 
-Admission is in plan order: the next run starts when a slot is free, its memory fits what
-the runs in progress leave of the budget, and no run in progress uses a host file it names
-(a ``file`` region at an absolute path: two runs on one file would refuse or overwrite each
-other's). A run that needs more than the whole budget starts when nothing else runs, and so
-does one that reaches the host in ways nobody can tell apart (``--allow-unsafe`` with
-``qemu_args`` or host-touching QMP commands); nothing starts beside either. A later run never
-overtakes a waiting one, so none is starved and ``-j 1`` is exactly the plan's order.
+Admission is in a given order (the plan's, or longest first: :mod:`qmpgmem.durations`): the
+next run starts when a slot is free, its memory fits what the runs in progress leave of the
+budget, and no run in progress uses a host file it names (a ``file`` region at an absolute
+path: two runs on one file would refuse or overwrite each other's). A run that needs more
+than the whole budget starts when nothing else runs, and so does one that reaches the host in
+ways nobody can tell apart (``--allow-unsafe`` with ``qemu_args`` or host-touching QMP
+commands); nothing starts beside either. A later run never overtakes a waiting one, so none is
+starved and ``-j 1`` in plan order is exactly the plan.
 
 Cancellation (Ctrl-C, SIGTERM, a callback that raised): every run in progress is cancelled
 and awaited, so each tears its VM down before the error leaves :func:`run_planned`; the runs
@@ -129,24 +130,31 @@ async def run_planned(
     budget: int | None = None,
     on_start: OnStart | None = None,
     on_result: OnResult | None = None,
+    order: Sequence[int] | None = None,
 ) -> list[ScenarioResult]:
     """Run every planned run with ``run_one``; their results in the order of ``runs``.
+
+    ``order``: the indices of ``runs`` in the order to start them (None: the plan's).
 
     ``on_start(index, scenario, options)`` is called as a run starts, ``on_result(index,
     result)`` as it finishes (so in completion order); ``index`` is the run's place in
     ``runs``. ``budget``: bytes of VM memory (:func:`memory_need`) allowed in progress at
     once; None: no bound. Which runs may overlap: :func:`demand`.
 
-    :raise ValueError: ``jobs`` is below 1 or ``budget`` below 0.
+    :raise ValueError: ``jobs`` is below 1, ``budget`` below 0, or ``order`` is not a
+        permutation of the runs' indices.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     if budget is not None and budget < 0:
         raise ValueError(f"the memory budget cannot be negative, got {budget}")
+    admission = list(range(len(runs))) if order is None else list(order)
+    if sorted(admission) != list(range(len(runs))):
+        raise ValueError(f"order must list each of the {len(runs)} runs once, got {admission}")
     demands = [demand(loaded, opts) for loaded, opts in runs]
     results: list[ScenarioResult | None] = [None] * len(runs)
     running: dict[asyncio.Task[ScenarioResult], int] = {}
-    following = 0  # the next run of the plan to start
+    following = 0  # the next place in ``admission`` to start
 
     def fits(want: Demand) -> bool:
         if not running:
@@ -163,8 +171,8 @@ async def run_planned(
 
     try:
         while following < len(runs) or running:
-            while following < len(runs) and fits(demands[following]):
-                index = following
+            while following < len(runs) and fits(demands[admission[following]]):
+                index = admission[following]
                 loaded, opts = runs[index]
                 following += 1
                 if on_start is not None:

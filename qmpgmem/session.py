@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 
 from qmpgmem import hostinfo
+from qmpgmem.durations import Durations, longest_first
 from qmpgmem.engines.factory import build_engine
 from qmpgmem.errors import SetupError
 from qmpgmem.once import OnceCache
@@ -129,6 +130,7 @@ async def run_scenarios(
     repeat: int = 1,
     jobs: int = 1,
     memory_budget: int | None = None,
+    durations: Durations | None = None,
 ) -> RunReport:
     """Every run of :func:`planned_runs`; one report in plan order, the repeats folded.
 
@@ -147,14 +149,30 @@ async def run_scenarios(
         run = ScenarioRun(loaded, ctx, opts, build_engine)
         return await (run.plan() if plan_only else run.run())
 
-    results = await run_planned(
-        planned_runs(scenarios, runs, ctx.qemu_binaries, matrix=matrix, repeat=repeat),
-        run_one,
-        jobs=jobs,
-        budget=memory_budget,
-        on_start=on_start,
-        on_result=on_result,
-    )
+    plan = planned_runs(scenarios, runs, ctx.qemu_binaries, matrix=matrix, repeat=repeat)
+    history = None if plan_only else durations
+    order = longest_first(plan, history) if history is not None and jobs > 1 else None
+
+    def finished(index: int, result: ScenarioResult) -> None:
+        if history is not None:
+            loaded, opts = plan[index]
+            history.record(loaded, opts, result.duration_s)
+        if on_result is not None:
+            on_result(index, result)
+
+    try:
+        results = await run_planned(
+            plan,
+            run_one,
+            jobs=jobs,
+            budget=memory_budget,
+            on_start=on_start,
+            on_result=finished,
+            order=order,
+        )
+    finally:
+        if history is not None:
+            history.save()
     folded = fold_repeats(results)
     engines = ",".join(o.engine for o in runs)
     return RunReport(summary=Summary.of(folded), results=folded, host=host_info(ctx, engines))

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from qmpgmem.scenario.loader import LoadedScenario, load_scenario
 
 QEMU = shutil.which("qemu-system-x86_64")
 
@@ -19,6 +22,20 @@ QEMU = shutil.which("qemu-system-x86_64")
 #: machine) by its environment.
 OWNER_VAR = "QMPGMEM_TEST_OWNER"
 os.environ[OWNER_VAR] = str(os.getpid())
+#: No test's `run -j` reads or writes the user's history of run durations, so the order runs
+#: start in is the plan's unless a test gives a file of its own (tests/test_durations.py).
+os.environ["QMPGMEM_DURATIONS"] = "none"
+
+
+def qmpgmem_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m qmpgmem.cli ARGS`` in ``cwd``, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "qmpgmem.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def qemu_pids() -> set[int]:
@@ -125,3 +142,46 @@ def junit_xsd() -> Any:
     )
     assert out.returncode == 0, f"cannot fetch junit-10.xsd: {out.stderr.strip()}"
     return xmlschema.XMLSchema(out.stdout.strip())
+
+
+# -- small scenarios of the scheduler's and the durations' tests -------------------------------
+
+
+def scenario_text(name: str, sleep: float = 0, size: str = "16M") -> str:
+    """A scenario on a one-region microvm: optionally a sleep, then a write and its verify."""
+    sleep_step = f"- action: sleep\n  seconds: {sleep}\n" if sleep else ""
+    return (
+        textwrap.dedent(
+            f"""\
+            name: {name}
+            description: a run of the scheduler tests
+            vm:
+              machine: microvm
+              memory:
+                - id: m0
+                  size: {size}
+            steps:
+            """
+        )
+        + sleep_step
+        + textwrap.dedent(
+            """\
+              - action: guest.write
+                range: {region: m0, offset: 0, size: 64K}
+                seed: 3
+              - action: guest.verify
+                range: {region: m0, offset: 0, size: 64K}
+                expect: {pattern: 3}
+            """
+        )
+    )
+
+
+@pytest.fixture
+def make_scenario(tmp_path: Path) -> Callable[..., LoadedScenario]:
+    def make(name: str, sleep: float = 0, size: str = "16M") -> LoadedScenario:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(scenario_text(name, sleep, size))
+        return load_scenario(path)
+
+    return make

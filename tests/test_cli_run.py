@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import our_qemu_pids
+from tests.conftest import qmpgmem_cli as qmpgmem
 
 pytestmark = [pytest.mark.qemu, pytest.mark.usefixtures("qemu_binary", "no_leftovers")]
 
@@ -33,16 +34,6 @@ vm:
     - id: m0
       size: 16M
 """
-
-
-def qmpgmem(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qmpgmem.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 def test_wrong_expectation_fails_naming_step_range_and_hashes(

@@ -13,7 +13,6 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,49 +23,9 @@ from qmpgmem.report.result import ScenarioResult, Status
 from qmpgmem.runner import RunOptions
 from qmpgmem.scenario.loader import LoadedScenario, load_scenario
 from qmpgmem.scheduler import default_budget, memory_need, run_planned
-from tests.conftest import our_qemu_pids
+from tests.conftest import our_qemu_pids, qmpgmem_cli, scenario_text
 
 MiB = 1 << 20
-
-
-def scenario_text(name: str, sleep: float = 0, size: str = "16M") -> str:
-    """A scenario on a one-region microvm: optionally a sleep, then a write and its verify."""
-    sleep_step = f"- action: sleep\n  seconds: {sleep}\n" if sleep else ""
-    return (
-        textwrap.dedent(
-            f"""\
-            name: {name}
-            description: a run of the scheduler tests
-            vm:
-              machine: microvm
-              memory:
-                - id: m0
-                  size: {size}
-            steps:
-            """
-        )
-        + sleep_step
-        + textwrap.dedent(
-            """\
-              - action: guest.write
-                range: {region: m0, offset: 0, size: 64K}
-                seed: 3
-              - action: guest.verify
-                range: {region: m0, offset: 0, size: 64K}
-                expect: {pattern: 3}
-            """
-        )
-    )
-
-
-@pytest.fixture
-def make(tmp_path: Path) -> Callable[..., LoadedScenario]:
-    def make(name: str, sleep: float = 0, size: str = "16M") -> LoadedScenario:
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(scenario_text(name, sleep, size))
-        return load_scenario(path)
-
-    return make
 
 
 # -- admission, with a run function the test controls -------------------------------------------
@@ -101,9 +60,9 @@ class Recorder:
 
 
 async def test_runs_start_in_plan_order_within_the_slots(
-    make: Callable[..., LoadedScenario],
+    make_scenario: Callable[..., LoadedScenario],
 ) -> None:
-    runs = [(make(n), RunOptions()) for n in ("a", "b", "c")]
+    runs = [(make_scenario(n), RunOptions()) for n in ("a", "b", "c")]
     rec = Recorder()
     finished: list[int] = []
     task = asyncio.create_task(
@@ -122,8 +81,10 @@ async def test_runs_start_in_plan_order_within_the_slots(
     assert finished == [1, 2, 0]  # completion order, with the plan's indices
 
 
-async def test_budget_keeps_two_large_runs_apart(make: Callable[..., LoadedScenario]) -> None:
-    big1, big2 = make("big1", size="64M"), make("big2", size="64M")
+async def test_budget_keeps_two_large_runs_apart(
+    make_scenario: Callable[..., LoadedScenario],
+) -> None:
+    big1, big2 = make_scenario("big1", size="64M"), make_scenario("big2", size="64M")
     assert memory_need(big1) == 68 * MiB  # the guest's 4 MiB plus the region
     runs = [(big1, RunOptions()), (big2, RunOptions())]
     rec = Recorder()
@@ -145,8 +106,14 @@ async def test_budget_keeps_two_large_runs_apart(make: Callable[..., LoadedScena
     await task
 
 
-async def test_a_run_larger_than_the_budget_runs_alone(make: Callable[..., LoadedScenario]) -> None:
-    small, huge, after = make("small"), make("huge", size="64M"), make("after")
+async def test_a_run_larger_than_the_budget_runs_alone(
+    make_scenario: Callable[..., LoadedScenario],
+) -> None:
+    small, huge, after = (
+        make_scenario("small"),
+        make_scenario("huge", size="64M"),
+        make_scenario("after"),
+    )
     runs = [(small, RunOptions()), (huge, RunOptions()), (after, RunOptions())]
     rec = Recorder()
     task = asyncio.create_task(run_planned(runs, rec.run_one, jobs=3, budget=32 * MiB))
@@ -176,7 +143,7 @@ def file_region_scenario(tmp_path: Path, name: str, target: Path) -> LoadedScena
 
 
 async def test_runs_naming_one_host_file_never_overlap(
-    tmp_path: Path, make: Callable[..., LoadedScenario]
+    tmp_path: Path, make_scenario: Callable[..., LoadedScenario]
 ) -> None:
     shared = tmp_path / "shared.mem"
     one = file_region_scenario(tmp_path, "one", shared)
@@ -207,12 +174,14 @@ async def test_runs_naming_one_host_file_never_overlap(
     await task
 
 
-async def test_raw_qemu_args_run_alone(tmp_path: Path, make: Callable[..., LoadedScenario]) -> None:
+async def test_raw_qemu_args_run_alone(
+    tmp_path: Path, make_scenario: Callable[..., LoadedScenario]
+) -> None:
     path = tmp_path / "raw.yaml"
     path.write_text(
         scenario_text("raw").replace("vm:\n", "vm:\n  qemu_args: ['-device', 'isa-debug-exit']\n")
     )
-    raw, before, after = load_scenario(path), make("before"), make("after")
+    raw, before, after = load_scenario(path), make_scenario("before"), make_scenario("after")
     unsafe = RunOptions(allow_unsafe=True)
     rec = Recorder()
     task = asyncio.create_task(
@@ -237,8 +206,10 @@ async def test_raw_qemu_args_run_alone(tmp_path: Path, make: Callable[..., Loade
     await task
 
 
-async def test_cancel_waits_for_every_teardown(make: Callable[..., LoadedScenario]) -> None:
-    runs = [(make(n), RunOptions()) for n in ("a", "b", "c")]
+async def test_cancel_waits_for_every_teardown(
+    make_scenario: Callable[..., LoadedScenario],
+) -> None:
+    runs = [(make_scenario(n), RunOptions()) for n in ("a", "b", "c")]
     rec = Recorder()
     task = asyncio.create_task(run_planned(runs, rec.run_one, jobs=2))
     await rec.settle()
@@ -250,9 +221,9 @@ async def test_cancel_waits_for_every_teardown(make: Callable[..., LoadedScenari
 
 
 async def test_a_callback_that_raises_stops_the_other_runs(
-    make: Callable[..., LoadedScenario],
+    make_scenario: Callable[..., LoadedScenario],
 ) -> None:
-    runs = [(make(n), RunOptions()) for n in ("a", "b")]
+    runs = [(make_scenario(n), RunOptions()) for n in ("a", "b")]
     rec = Recorder()
 
     def on_result(index: int, result: ScenarioResult) -> None:
@@ -268,11 +239,13 @@ async def test_a_callback_that_raises_stops_the_other_runs(
 
 @pytest.mark.parametrize("jobs, budget", [(0, None), (1, -1)])
 async def test_bad_jobs_or_budget_refused(
-    make: Callable[..., LoadedScenario], jobs: int, budget: int | None
+    make_scenario: Callable[..., LoadedScenario], jobs: int, budget: int | None
 ) -> None:
     rec = Recorder()
     with pytest.raises(ValueError, match=r"jobs must be|cannot be negative"):
-        await run_planned([(make("a"), RunOptions())], rec.run_one, jobs=jobs, budget=budget)
+        await run_planned(
+            [(make_scenario("a"), RunOptions())], rec.run_one, jobs=jobs, budget=budget
+        )
     assert rec.events == []
 
 
@@ -291,11 +264,11 @@ def test_default_budget_is_half_of_mem_available(tmp_path: Path) -> None:
 @pytest.mark.kvm
 @pytest.mark.usefixtures("qemu_binary", "kvm_available", "no_leftovers")
 async def test_real_runs_overlap_and_report_in_plan_order(
-    make: Callable[..., LoadedScenario], tmp_path: Path
+    make_scenario: Callable[..., LoadedScenario], tmp_path: Path
 ) -> None:
     from qmpgmem.session import host_context, run_scenarios
 
-    slow, quick = make("slow", sleep=1.5), make("quick")
+    slow, quick = make_scenario("slow", sleep=1.5), make_scenario("quick")
     options = [RunOptions(engine=e, artifacts_dir=tmp_path / "a") for e in ("qemu", "kvm")]
     ctx = await host_context()
     events: list[tuple[str, int]] = []
@@ -322,13 +295,7 @@ async def test_real_runs_overlap_and_report_in_plan_order(
 
 
 def qmpgmem(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qmpgmem.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=180,
-    )
+    return qmpgmem_cli(*args, cwd=cwd, timeout=180)  # several VMs, one after another at worst
 
 
 @pytest.mark.qemu

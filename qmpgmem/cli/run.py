@@ -20,7 +20,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -51,6 +51,9 @@ from qmpgmem.runner import HostContext, RunOptions
 from qmpgmem.sanitize import printable
 from qmpgmem.scenario.loader import LoadedScenario, load_paths
 from qmpgmem.scenario.tags import TagExpression, TagExpressionError
+
+if TYPE_CHECKING:
+    from qmpgmem.durations import Durations
 
 __all__ = ["STYLE", "run"]
 
@@ -160,6 +163,7 @@ async def _run(
     repeat: int = 1,
     jobs: int = 1,
     budget: int | None = None,
+    durations: Durations | None = None,
 ) -> RunReport:
     from qmpgmem.session import host_context, planned_runs, run_scenarios
 
@@ -206,12 +210,22 @@ async def _run(
             repeat=repeat,
             jobs=jobs,
             memory_budget=budget,
+            durations=durations,
         )
 
     if status is None:
         return await run()
     with status:
         return await run()
+
+
+def _durations(path: Path | None) -> Durations | None:
+    """``--durations``: the file's history; None for ``none``."""
+    from qmpgmem.durations import Durations, default_path
+
+    if path is not None and str(path) == "none":
+        return None
+    return Durations.load(path or default_path())
 
 
 async def _cancellable(main: Coroutine[Any, Any, RunReport]) -> RunReport:
@@ -366,8 +380,20 @@ def _host_class(ctx: HostContext | None) -> str:
     default=None,
     metavar="N",
     help="Run up to N scenarios at once (default: the cores this process may use; -j 1: one "
-    "after another). Lines are printed as runs finish, numbered in plan order; reports and "
+    "after another). With N above 1 the runs that took longest last time start first "
+    "(--durations). Lines are printed as runs finish, numbered in plan order; reports and "
     "the summary keep the plan's order.",
+)
+@click.option(
+    "--durations",
+    "durations_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="QMPGMEM_DURATIONS",
+    metavar="FILE",
+    help="Where each run's time is kept for the next -j run to start the longest first "
+    "(default: ~/.cache/qmpgmem/durations.json; 'none': neither read nor written). Env: "
+    "QMPGMEM_DURATIONS.",
 )
 @click.option(
     "--memory-budget", "budget", type=_Size(), default=None, metavar="SIZE", help=_budget_help()
@@ -421,6 +447,7 @@ def run(
     artifacts: Path,
     keep_run_dirs: bool,
     jobs: int | None,
+    durations_path: Path | None,
     budget: int | None,
     plan: bool,
     strict: bool,
@@ -509,6 +536,7 @@ def run(
         repeat=repeat,
         jobs=jobs or default_jobs(),
         budget=budget if budget is not None else default_budget(),
+        durations=_durations(durations_path),
     )
     try:
         report = asyncio.run(_cancellable(main))

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from qmpgmem.cachedir import user_cache
+
 __all__ = ["ABI_VERSION", "CFLAGS", "Loaded", "cache_root", "load", "source_path"]
 
 #: The source as package data, next to this module (the wheel carries it too).
@@ -49,8 +51,7 @@ def source_path() -> Path:
 
 def cache_root() -> Path:
     """``$XDG_CACHE_HOME/qmpgmem/fasthash`` (~/.cache), where built objects are kept."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "qmpgmem" / "fasthash"
+    return user_cache("fasthash")
 
 
 def _digest(source: bytes, compiler: str) -> str:

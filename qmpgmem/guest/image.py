@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Final, Literal
 
+from qmpgmem.cachedir import user_cache
 from qmpgmem.errors import SetupError
 
 __all__ = ["ImageKind", "cache_root", "guest_image", "image_sources_digest", "source_dir"]
@@ -61,8 +62,7 @@ def source_dir() -> Path:
 
 def cache_root() -> Path:
     """Where built images are kept: ``$XDG_CACHE_HOME/qmpgmem/microguest`` (~/.cache)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "qmpgmem" / "microguest"
+    return user_cache("microguest")
 
 
 def _source_files(src: Path) -> dict[str, bytes]:

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Final
 
+from qmpgmem.cachedir import user_cache
+
 __all__ = ["CACHE_ENV", "lab_cache"]
 
 CACHE_ENV: Final = "QMPGMEM_LAB_CACHE"
@@ -20,5 +22,4 @@ def lab_cache() -> Path:
     override = os.environ.get(CACHE_ENV)
     if override:
         return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "qmpgmem" / "lab"
+    return user_cache("lab")

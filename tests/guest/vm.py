@@ -38,6 +38,7 @@ class Boot:
     machine: str = "microvm"
     region_size: int = 16 * MiB
     no_reboot: bool = True  # -no-reboot also turns QMP system_reset into an exit
+    firmware: str | None = None  # -bios for a "pvh" boot; None: the machine's default
 
 
 def qemu_argv(qemu: str, image: Path, boot: Boot, serial_fd: int, qmp_fd: int) -> list[str]:
@@ -59,7 +60,10 @@ def qemu_argv(qemu: str, image: Path, boot: Boot, serial_fd: int, qmp_fd: int) -
         "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
     ]  # fmt: skip
     argv += ["-no-reboot"] if boot.no_reboot else []
-    argv += ["-bios", str(image)] if boot.kind == "rom" else ["-kernel", str(image)]
+    if boot.kind == "rom":
+        argv += ["-bios", str(image)]
+    else:
+        argv += (["-bios", boot.firmware] if boot.firmware else []) + ["-kernel", str(image)]
     return argv
 
 

@@ -45,12 +45,19 @@ from qmpgmem.engines.base import (
     run_guest_jobs,
 )
 from qmpgmem.engines.layout import Layout, place_regions
-from qmpgmem.engines.qemu.argv import BootImage, GuestMemfdPlan, boot_kind, build_argv
+from qmpgmem.engines.qemu.argv import (
+    BootImage,
+    GuestMemfdPlan,
+    boot_kind,
+    build_argv,
+    pvh_firmware,
+)
 from qmpgmem.engines.qemu.hostmem import QemuRam, parse_ramblocks
 from qmpgmem.engines.qemu.process import QemuProcess
 from qmpgmem.errors import EngineError, VMExitedError, VMLaunchError
 from qmpgmem.guest.channel import GuestChannel
 from qmpgmem.guest.mailbox import MBOX_SIZE, Mailbox
+from qmpgmem.host.firmware import find_firmware
 from qmpgmem.rundir import BackingFile, open_backing_file
 from qmpgmem.scenario.model import VmSpec
 
@@ -107,7 +114,8 @@ class QemuEngine(Engine):
         self.qmp_object = qmp_object
         self.layout: Layout = place_regions(vm.memory)
         kind = boot_kind(vm)
-        self._boot = BootImage(kind, boot_image) if boot_image is not None else None
+        firmware = pvh_firmware(vm, find_firmware(qemu_binary)) if kind == "pvh" else None
+        self._boot = BootImage(kind, boot_image, firmware) if boot_image is not None else None
         self.process = QemuProcess(run_dir_parent, keep_run_dir)
         self.qmp_client = QMPClient(label)
         self.channel: GuestChannel | None = None

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from qmpgmem.engines.layout import place_regions
-from qmpgmem.engines.qemu.argv import BootImage, GuestMemfdPlan, boot_kind, build_argv
+from qmpgmem.engines.qemu.argv import (
+    BootImage,
+    GuestMemfdPlan,
+    boot_kind,
+    build_argv,
+    pvh_firmware,
+)
 from qmpgmem.scenario.model import VmSpec
 
 RUN = Path("/run/qmpgmem-x")
@@ -130,6 +136,25 @@ def test_boot_paths_and_extra_args() -> None:
     t = argv(vm(qemu_args=["-d", "guest_errors"]), trace_events=["kvm_set_user_memory"])
     assert t[-2:] == ["-d", "guest_errors"]
     assert values(t, "-trace") == ["enable=kvm_set_user_memory"]
+
+
+def test_the_pvh_image_boots_through_qboot_on_microvm_where_it_is_installed() -> None:
+    installed = {"qboot": "/fw/qboot.rom", "ovmf": "/fw/OVMF.fd"}
+    assert pvh_firmware(vm(), installed) == "/fw/qboot.rom"
+    assert pvh_firmware(vm(), {"ovmf": "/fw/OVMF.fd"}) is None  # the machine's default then
+    assert pvh_firmware(vm(machine="q35"), installed) is None  # SeaBIOS, q35's own
+    a = argv(vm(guest={"boot": "pvh"}), boot=BootImage("pvh", Path("/img/elf"), "/fw/qboot.rom"))
+    assert values(a, "-bios") == ["/fw/qboot.rom"] and values(a, "-kernel") == ["/img/elf"]
+    # a flavour's firmware (OVMF for SNP) and the scenario's own -bios win over it
+    gmem_vm = vm(
+        guest={"boot": "pvh"}, memory=[{"id": "m0", "size": "16M", "backend": "guest_memfd"}]
+    )
+    plan = GuestMemfdPlan(backend_type="memory-backend-memfd", bios="/fw/OVMF.amdsev.fd")
+    g = argv(gmem_vm, boot=BootImage("pvh", Path("/img/elf"), "/fw/qboot.rom"), gmem=plan)
+    assert values(g, "-bios") == ["/fw/OVMF.amdsev.fd"]
+    own = vm(guest={"boot": "pvh"}, qemu_args=["-bios", "/mine.bin"])
+    o = argv(own, boot=BootImage("pvh", Path("/img/elf"), "/fw/qboot.rom"))
+    assert values(o, "-bios") == ["/mine.bin"]
 
 
 def test_every_option_value_doubles_its_commas() -> None:

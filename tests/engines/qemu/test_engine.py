@@ -16,6 +16,7 @@ from qmpgmem.engines.qemu.engine import QemuEngine, QmpConnectionLost
 from qmpgmem.errors import VMExitedError, VMLaunchError
 from qmpgmem.guest import protocol
 from qmpgmem.guest.image import guest_image
+from qmpgmem.host.firmware import find_firmware
 from qmpgmem.scenario.model import VmSpec
 
 pytestmark = [pytest.mark.qemu]
@@ -64,6 +65,26 @@ async def test_tcg_runs_the_same_guest(qemu_binary: str) -> None:
         rng = eng.resolve("m0", 0, 0x10000)
         await eng.guest_write(rng, 9)
         assert await eng.guest_hash(rng) == protocol.pattern_hash(9, 0, 0x10000)
+
+
+@pytest.mark.usefixtures("no_leftovers")
+@pytest.mark.parametrize("machine", ["microvm", "q35"])
+async def test_the_pvh_image_boots_through_qboot_on_microvm(qemu_binary: str, machine: str) -> None:
+    qboot = find_firmware(qemu_binary).get("qboot")
+    if machine == "microvm" and qboot is None:
+        pytest.skip(f"no qboot.rom beside {qemu_binary} or under /usr/share/qemu")
+    eng = QemuEngine(
+        _vm(machine=machine, guest={"boot": "pvh"}),
+        qemu_binary=qemu_binary,
+        accel="tcg",  # the firmware's own speed is not the point (bench/run_all.py)
+        boot_image=guest_image("pvh"),
+        boot_timeout=30,
+    )
+    async with eng:
+        assert eng.channel is not None and eng.channel.hello is not None
+        argv = eng.process.argv
+        bios = [argv[i + 1] for i, a in enumerate(argv) if a == "-bios"]
+        assert bios == ([qboot] if machine == "microvm" else [])  # q35 keeps its SeaBIOS
 
 
 @pytest.mark.usefixtures("kvm_available", "no_leftovers")
