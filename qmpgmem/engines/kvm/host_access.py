@@ -24,7 +24,7 @@ from typing import Final, ParamSpec, TypeVar
 from qmpgmem import fasthash
 from qmpgmem.engines.base import GuestRange, HostHash
 from qmpgmem.engines.kvm.memory import GuestMemory, Placed
-from qmpgmem.engines.kvm.objects import Mapping
+from qmpgmem.engines.kvm.objects import GuestMemfd, Mapping
 from qmpgmem.errors import EngineError, UnsupportedStep
 from qmpgmem.guest.protocol import MASK64, WORD, finish_hash
 
@@ -174,19 +174,24 @@ class HostAccess:
         return placed
 
     async def punch_hole(self, rng: GuestRange) -> None:
-        placed = self._gmem(rng)
-        assert placed.gmem is not None
-        try:
-            await self._in_thread(rng.region, placed.gmem.punch_hole, rng.offset, rng.size)
-        except OSError as exc:
-            raise EngineError(f"punching a hole in region {rng.region}: {exc}") from exc
-        self._event(f"punch hole {rng.region} {rng.offset:#x}+{rng.size:#x}")
+        await self._fallocate(rng, GuestMemfd.punch_hole, "punching a hole in", "punch hole")
 
     async def allocate(self, rng: GuestRange) -> None:
+        await self._fallocate(rng, GuestMemfd.allocate, "allocating", "allocate")
+
+    async def _fallocate(
+        self,
+        rng: GuestRange,
+        op: Callable[[GuestMemfd, int, int], None],
+        doing: str,
+        event: str,
+    ) -> None:
+        """``op`` (a fallocate of :class:`GuestMemfd`) over ``rng`` in a worker thread; an
+        OSError is the step's EngineError ("<doing> region R: ...")."""
         placed = self._gmem(rng)
         assert placed.gmem is not None
         try:
-            await self._in_thread(rng.region, placed.gmem.allocate, rng.offset, rng.size)
+            await self._in_thread(rng.region, op, placed.gmem, rng.offset, rng.size)
         except OSError as exc:
-            raise EngineError(f"allocating region {rng.region}: {exc}") from exc
-        self._event(f"allocate {rng.region} {rng.offset:#x}+{rng.size:#x}")
+            raise EngineError(f"{doing} region {rng.region}: {exc}") from exc
+        self._event(f"{event} {rng.region} {rng.offset:#x}+{rng.size:#x}")
