@@ -76,8 +76,10 @@ async def test_host_access_and_gmem_ops(tmp_path: Path, minirom: bytes) -> None:
         assert await e.host_read(gm) == bytes(4096)
         assert await e.host_read(e.resolve("gm", 12288, 4)) == bytes(range(4))  # page after
         await e.gmem_allocate(e.resolve("gm", 0, 4 * MIB))
-        with pytest.raises(EngineError, match="Invalid argument"):
+        with pytest.raises(EngineError, match=r"^punching a hole in region gm: .*Invalid argument"):
             await e.gmem_punch_hole(e.resolve("gm", 1, 4096))
+        with pytest.raises(EngineError, match=r"^allocating region gm: .*Invalid argument"):
+            await e.gmem_allocate(e.resolve("gm", 1, 4096))
         with pytest.raises(UnsupportedStep, match="not guest_memfd"):
             await e.gmem_punch_hole(e.resolve("plain", 0, 4096))
         with pytest.raises(UnsupportedStep, match="SIGBUS"):
