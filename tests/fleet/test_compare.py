@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from qmpgmem.report.compare import ChangeKind, Thresholds, compare_reports
+from qmpgmem.report.compare import ChangeKind, Comparison, Thresholds, compare_reports
 from qmpgmem.report.inputs import read_report
 from tests.fleet.conftest import qmpgmem, qmpgmem_process, result
 
@@ -63,6 +63,15 @@ def test_one_broken_scenario_is_exactly_one_regression(
     assert code == 0 and [c["kind"] for c in doc["changes"]] == ["fixed"]
 
 
+def _compare_copies(
+    run_report: dict[str, Any], write_copy: WriteCopy, edit_base: Edit | None, edit_new: Edit | None
+) -> Comparison:
+    """Two copies of the run's report, each edited (None: as it is), compared base -> new."""
+    base = read_report(write_copy(run_report, "base.json", edit_base))
+    new = read_report(write_copy(run_report, "new.json", edit_new))
+    return compare_reports(base, new)
+
+
 def _skip(doc: dict[str, Any], reason: str = "needs vm_type:sev-snp; host has default") -> None:
     r = result(doc, "basic-smoke")
     r["status"], r["reason"] = "skipped", reason
@@ -95,9 +104,7 @@ def test_status_changes_are_classified(
     kind: ChangeKind,
     regression: bool,
 ) -> None:
-    base = read_report(write_copy(run_report, "base.json", edit_base))
-    new = read_report(write_copy(run_report, "new.json", edit_new))
-    cmp = compare_reports(base, new)
+    cmp = _compare_copies(run_report, write_copy, edit_base, edit_new)
     assert [(c.kind, c.regression) for c in cmp.changes] == [(kind, regression)]
     assert cmp.changes[0].subject.startswith("basic-smoke [qemu")
     assert cmp.ok is not regression
@@ -352,9 +359,7 @@ def test_a_flaky_result_is_a_regression_where_it_passed_before(
     kind: ChangeKind,
     regression: bool,
 ) -> None:
-    base = read_report(write_copy(run_report, "base.json", edit_base))
-    new = read_report(write_copy(run_report, "new.json", edit_new))
-    cmp = compare_reports(base, new)
+    cmp = _compare_copies(run_report, write_copy, edit_base, edit_new)
     assert [(c.kind, c.regression) for c in cmp.changes] == [(kind, regression)]
     if kind is ChangeKind.FLAKY:
         assert cmp.changes[0].detail.startswith("passed 4, failed 1 of 5 runs")
