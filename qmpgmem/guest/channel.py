@@ -29,11 +29,15 @@ from qmpgmem.guest.protocol import Hello
 #: Without a doorbell for this long, look at the mailbox again and wake the guest again.
 MAILBOX_RECHECK = 0.05
 #: How long to watch the mailbox for the reply of an awake guest before waiting for its
-#: doorbell (then the guest rings none). Off by default: measured on this 2-core host under
-#: load, QEMU/KVM PING was 11 us when both sides got a core and ~2 ms when they did not (the
-#: watching thread kept the vCPU thread off its core), against 0.13-0.33 ms with the doorbell;
-#: in the kvm engine the watching thread also holds the vCPU threads' GIL.
-MAILBOX_WATCH = 0.0
+#: doorbell (the guest rings none while the host watches). An awake guest answers within
+#: microseconds, so a short watch saves the doorbell's exit and the wake-up of this thread
+#: without holding a core for long. Measured on this 2-core kvm_pvm host (2026-12-03, idle,
+#: then beside two CPU hogs; docs/performance.md): PING on the kvm engine 115 -> 10 us idle
+#: and 103 -> 14 us beside the hogs; QEMU/KVM 43 -> 17 us idle and 144 -> 15 us beside them.
+#: A 20 us watch gave QEMU/KVM a 3.7 ms 90th percentile beside the hogs; a 0.5 ms one gave
+#: ~2 ms at load 9-12 earlier. Under TCG the doorbell costs next to nothing and a watch buys
+#: nothing, so the QEMU engine watches under KVM only.
+MAILBOX_WATCH = 50e-6
 
 
 class GuestChannel:
@@ -73,8 +77,7 @@ class GuestChannel:
         Call it before the guest boots: it offers the page for the guest's HELLO (one exit,
         not one per byte on COM1), with ``host_flags`` (guest/mailbox.py: what the engine's
         devices do not need). ``watch``: how long to watch for the reply before waiting
-        for the doorbell (0: never; the kvm engine's vCPU threads need the GIL this thread
-        would hold while it watches).
+        for the doorbell (0: never; the watch yields the CPU and the GIL each round).
         """
         self._mailbox = mailbox
         self._watch = watch

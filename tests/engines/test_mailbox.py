@@ -140,6 +140,32 @@ async def test_mailbox_exchange_makes_at_most_one_exit_per_message(tmp_path: Pat
         assert via_page <= 3.0 and 3 * via_page < over_serial, (via_page, over_serial)
 
 
+@pytest.mark.serial  # timing: the guest must stay awake between two PINGs
+async def test_a_watching_host_spares_the_awake_guest_its_doorbell(tmp_path: Path) -> None:
+    """kvm engine: while the host watches the page for the reply, the awake guest rings no
+    doorbell, so back-to-back PINGs make (almost) no exits; without the watch each reply
+    is one."""
+    async with make("kvm", tmp_path) as e:
+        assert isinstance(e, KvmEngine)
+        ch = channel(e)
+        runner = e._runner
+        assert runner is not None
+
+        async def exits_per_ping(watch: float) -> float:
+            ch._watch = watch
+            for _ in range(3):  # the guest is awake (it watches the page) after these
+                await ch.ping()
+            start, n = runner.exits, 50
+            for _ in range(n):
+                await ch.ping()
+            return (runner.exits - start) / n
+
+        watching = await exits_per_ping(0.005)  # generous: the reply always comes first
+        ringing = await exits_per_ping(0.0)
+        # a guest that fell asleep between two PINGs costs 3 exits (HLT, drain, doorbell)
+        assert watching <= 0.5 and ringing >= 0.9, (watching, ringing)
+
+
 async def test_a_lost_doorbell_costs_time_not_the_reply(tmp_path: Path) -> None:
     """A fake guest that answers in the page but never rings: the channel looks again.
 

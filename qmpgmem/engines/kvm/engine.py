@@ -313,11 +313,10 @@ class KvmEngine(Engine):
         if self._mailbox is None and self._memory is not None and self._memory.sys is not None:
             page = (ctypes.c_ubyte * MBOX_SIZE).from_address(self._memory.sys.addr + MBOX_GPA)
             self._mailbox = Mailbox(memoryview(page).cast("B"))
-        # watch never: vCPU threads need the GIL; the HELLO through the page (one exit, not
-        # ~60), and this VMM's devices need no IOAPIC routing and no UART programming
-        self.channel.attach_mailbox(
-            self._mailbox, watch=0, host_flags=HOST_NO_IOAPIC | HOST_UART_READY
-        )
+        # the HELLO through the page (one exit, not ~60), a short watch for replies (the
+        # vCPU thread then makes no exit for them and this thread needs no wake-up), and this
+        # VMM's devices need no IOAPIC routing and no UART programming
+        self.channel.attach_mailbox(self._mailbox, host_flags=HOST_NO_IOAPIC | HOST_UART_READY)
 
     def _make_runner(self, vcpu: Vcpu) -> VcpuRunner:
         assert self._uart is not None

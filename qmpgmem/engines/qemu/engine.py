@@ -55,7 +55,7 @@ from qmpgmem.engines.qemu.argv import (
 from qmpgmem.engines.qemu.hostmem import QemuRam, parse_ramblocks
 from qmpgmem.engines.qemu.process import QemuProcess
 from qmpgmem.errors import EngineError, VMExitedError, VMLaunchError
-from qmpgmem.guest.channel import GuestChannel
+from qmpgmem.guest.channel import MAILBOX_WATCH, GuestChannel
 from qmpgmem.guest.mailbox import MBOX_SIZE, Mailbox
 from qmpgmem.host.firmware import find_firmware
 from qmpgmem.rundir import BackingFile, open_backing_file
@@ -341,7 +341,10 @@ class QemuEngine(Engine):
             self.run_dir / "serial.log",
             on_eof=lambda: self._exited_error("talking to the guest"),
         )
-        self.channel.attach_mailbox(self._mailbox)
+        # a short watch for replies under KVM, where the doorbell is an exit (MAILBOX_WATCH)
+        self.channel.attach_mailbox(
+            self._mailbox, watch=MAILBOX_WATCH if self.accel == "kvm" else 0
+        )
 
     async def _collect_events(self) -> None:
         listener = EventListener()
