@@ -62,10 +62,8 @@ class Durations:
         self._recorded: dict[str, float] = {}
 
     @classmethod
-    def load(cls, path: Path | None) -> Durations:
+    def load(cls, path: Path) -> Durations:
         """The history at ``path``; an empty one when there is none or it cannot be read."""
-        if path is None:
-            return cls(None)
         return cls(path, _read(path))
 
     def cost(self, loaded: LoadedScenario, opts: RunOptions) -> float | None:

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,21 @@ os.environ[OWNER_VAR] = str(os.getpid())
 os.environ["QMPGMEM_DURATIONS"] = "none"
 
 
-def qmpgmem_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``python -m qmpgmem.cli ARGS`` in ``cwd``, its output captured as text."""
+def qmpgmem_cli(
+    *args: str,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m qmpgmem.cli ARGS`` in ``cwd``, its output captured as text; ``env``: set
+    on top of this process's environment."""
     return subprocess.run(
         [sys.executable, "-m", "qmpgmem.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import qmpgmem_cli
+
 pytestmark = [pytest.mark.qemu, pytest.mark.usefixtures("qemu_binary", "no_leftovers")]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,14 +98,7 @@ def write(tmp_path: Path, names: list[str], extra: dict[str, str] | None = None)
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qmpgmem.cli", "run", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    return qmpgmem_cli("run", *args, cwd=cwd, env={"PYTHONPATH": str(ROOT)}, timeout=300)
 
 
 def test_junit_validates_and_carries_what_a_reader_needs(tmp_path: Path, junit_xsd: Any) -> None:

@@ -145,6 +145,6 @@ def test_the_cli_keeps_durations_where_told_and_none_means_none(
     path.unlink()
     r = qmpgmem_cli(*args, cwd=tmp_path)  # the tests' environment says none
     assert r.returncode == 0 and not path.exists(), r.stdout + r.stderr
-    env_path = tmp_path / "from-env.json"
-    r = qmpgmem_cli(*args, "--durations", str(env_path), "--plan", cwd=tmp_path)
-    assert r.returncode == 0 and not env_path.exists()  # a plan records nothing
+    plan_path = tmp_path / "plan.json"
+    r = qmpgmem_cli(*args, "--durations", str(plan_path), "--plan", cwd=tmp_path)
+    assert r.returncode == 0 and not plan_path.exists()  # a plan records nothing

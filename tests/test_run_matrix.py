@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import qmpgmem_cli
 
 pytestmark = [pytest.mark.qemu, pytest.mark.usefixtures("qemu_binary", "kvm_available")]
 
@@ -48,14 +49,7 @@ def extra_qemu() -> str:
 
 
 def qmpgmem_run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qmpgmem.cli", "run", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    return qmpgmem_cli("run", *args, cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, timeout=600)
 
 
 def by_id(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -12,12 +12,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import qmpgmem_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = [ROOT / "scenarios/basic/smoke.yaml", ROOT / "scenarios/basic/file-backend.yaml"]
@@ -36,14 +37,7 @@ def qmpgmem(*args: str) -> subprocess.CompletedProcess[str]:
 
 def qmpgmem_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``qmpgmem ARGS`` in a child process, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "qmpgmem.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    return qmpgmem_cli(*args, cwd=cwd, env={"PYTHONPATH": str(ROOT)}, timeout=300)
 
 
 def _kvm_usable() -> bool:

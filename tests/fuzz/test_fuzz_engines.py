@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,18 +22,13 @@ from qmpgmem.report.result import Status
 from qmpgmem.runner import RunOptions, ScenarioRun
 from qmpgmem.scenario.loader import load_scenario
 from qmpgmem.session import host_context
+from tests.conftest import qmpgmem_cli
 
 pytestmark = [pytest.mark.qemu, pytest.mark.usefixtures("qemu_binary", "no_leftovers")]
 
 
 def _fuzz_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qmpgmem.cli", "fuzz", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
+    return qmpgmem_cli("fuzz", *args, cwd=cwd, timeout=300)
 
 
 def _progress(stdout: str) -> list[str]:

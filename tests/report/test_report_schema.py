@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import jsonschema
 import pytest
 
 from qmpgmem.report.envelope import KINDS, load_report
+from tests.conftest import qmpgmem_cli
 
 SCENARIO = """\
 name: schema-tiny
@@ -45,14 +45,7 @@ steps:
 
 
 def qmpgmem(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qmpgmem.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=180,
-        check=False,
-    )
+    return qmpgmem_cli(*args, cwd=cwd, timeout=180)
 
 
 def published_schema(*kind: str) -> dict[str, Any]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from tests.conftest import qmpgmem_cli
 
 VM = """
 vm:
@@ -27,14 +24,5 @@ steps:
 """
 
 
-def qmpgmem(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qmpgmem.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+#: the security tests' name for tests.conftest's runner of the CLI
+qmpgmem = qmpgmem_cli
