@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final, Literal
 
-from qmpgmem.engines.qemu.process import die_with_parent
+from qmpgmem.engines.qemu.process import dying_with_parent
 from qmpgmem.errors import EngineError, SetupError
 from qmpgmem.lab.build import LabKernel
 from qmpgmem.lab.initramfs import build_initramfs
@@ -158,9 +158,10 @@ class LabMachine:
         deadline = t0 + self.config.timeout
         with self.qemu_log.open("wb") as err:
             try:
+                command, preexec_fn = dying_with_parent(argv)
                 self.proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                    process_group=0, preexec_fn=die_with_parent,
+                    command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                    process_group=0, preexec_fn=preexec_fn,
                 )  # fmt: skip
             except OSError as exc:
                 raise SetupError(f"cannot run the lab's QEMU {argv[0]}: {exc}") from exc

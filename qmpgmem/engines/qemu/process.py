@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import functools
 import logging
 import os
@@ -19,6 +20,7 @@ import shlex
 import shutil
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from qmpgmem.errors import VMLaunchError
@@ -35,16 +37,24 @@ def die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def pdeathsig_prefix() -> list[str]:
-    """``setpriv --pdeathsig KILL --`` when util-linux's setpriv is installed, else nothing.
+def dying_with_parent(argv: list[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """The command line and ``preexec_fn`` that start ``argv`` so that it gets SIGKILL when
+    the process that started it dies: ``setpriv --pdeathsig KILL -- argv`` when util-linux's
+    setpriv is installed, else ``argv`` with :func:`die_with_parent`.
 
-    Why: a ``preexec_fn`` makes Python fork the whole runner (tens of MiB of page tables)
-    for every QEMU it starts, about 4.5 ms of the runner's single event loop per launch,
-    which serialises parallel runs; without one it spawns with vfork (about 0.4 ms), and
-    setpriv sets the same parent-death signal before it execs QEMU (which keeps it).
+    Why setpriv first: a ``preexec_fn`` makes Python fork the whole runner (tens of MiB of
+    page tables) for every QEMU it starts, about 4.5 ms of the runner's single event loop
+    per launch; without one it spawns with vfork (about 0.4 ms), and setpriv sets the same
+    parent-death signal before it execs ``argv`` (which keeps it).
+
+    :raise OSError: ``argv[0]`` cannot be executed, as ``exec`` would have said it; behind
+        setpriv it would otherwise be only setpriv's exit status 127.
     """
     setpriv = _setpriv_path()
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+    if setpriv is None:
+        return list(argv), die_with_parent
+    _check_executable(argv[0])
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv], None
 
 
 @functools.cache
@@ -52,20 +62,14 @@ def _setpriv_path() -> str | None:
     return shutil.which("setpriv")
 
 
-def executable_or_reason(program: str) -> str | None:
-    """None when ``program`` can be executed, else why not (as ``exec`` would say it).
-
-    Why ahead of time: behind setpriv a missing QEMU would be setpriv's exit status 127,
-    not the clear ``cannot execute`` error the runner reports.
-    """
+def _check_executable(program: str) -> None:
     path = program if "/" in program else shutil.which(program)
     if path is None:
-        return "not found on PATH"
+        raise FileNotFoundError(errno.ENOENT, "not found on PATH", program)
     if not os.path.exists(path):
-        return f"[Errno 2] No such file or directory: {path!r}"
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
     if os.path.isdir(path) or not os.access(path, os.X_OK):
-        return f"[Errno 13] Permission denied: {path!r}"
-    return None
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
 
 
 def describe_returncode(rc: int | None) -> str:
@@ -135,22 +139,18 @@ class QemuProcess:
         self.argv = list(argv)
         (self.run_dir / "argv.txt").write_text(shlex.join(argv) + "\n")
         log.debug("launching %s", shlex.join(argv))
-        reason = executable_or_reason(argv[0])
-        if reason is not None:
-            raise VMLaunchError(f"cannot execute {argv[0]}: {reason}", argv)
-        prefix = pdeathsig_prefix()
         with open(self._log_file, "wb") as out:
             try:
+                command, preexec_fn = dying_with_parent(argv)
                 self.proc = await asyncio.create_subprocess_exec(
-                    *prefix,
-                    *argv,
+                    *command,
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=asyncio.subprocess.STDOUT,
                     pass_fds=(self.qmp_fd, self.serial_fd, *extra_fds),
                     cwd=self.run_dir,
                     process_group=0,
-                    preexec_fn=None if prefix else die_with_parent,
+                    preexec_fn=preexec_fn,
                 )
             except OSError as exc:
                 raise VMLaunchError(f"cannot execute {argv[0]}: {exc}", argv) from exc

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from qmpgmem.engines.qemu.process import QemuProcess, pdeathsig_prefix
+from qmpgmem.engines.qemu.process import QemuProcess
 from qmpgmem.errors import VMLaunchError
 
 
@@ -71,28 +73,31 @@ LAUNCHER = textwrap.dedent(
 )
 
 
-def _cmdline_within(pid: int, prefix: bytes, seconds: float) -> bool:
-    """Whether ``pid`` runs ``prefix`` within ``seconds`` (setpriv execs QEMU in place)."""
+def _within(seconds: float, holds: Callable[[], bool]) -> bool:
+    """Whether ``holds()`` becomes true within ``seconds``, polled every 20 ms."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(prefix):
-                return True
+        if holds():
+            return True
         time.sleep(0.02)
     return False
 
 
-def _gone_within(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":  # dead, waiting for init to reap it
-            return True
-        time.sleep(0.02)
-    return False
+def _runs(pid: int, prefix: bytes) -> bool:
+    """Whether ``pid`` runs ``prefix`` yet (setpriv execs QEMU in place, keeping the pid)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(prefix)
+    except OSError:
+        return False
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited: no such process, or a zombie waiting for init to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 @pytest.mark.qemu
@@ -100,7 +105,7 @@ def _gone_within(pid: int, seconds: float) -> bool:
 def test_qemu_dies_with_the_process_that_started_it(
     qemu_binary: str, tmp_path: Path, mode: str, dies: bool
 ) -> None:
-    if mode == "setpriv" and not pdeathsig_prefix():
+    if mode == "setpriv" and shutil.which("setpriv") is None:
         pytest.skip("util-linux setpriv is not installed: the launch uses the preexec fallback")
     launcher = subprocess.Popen(
         [sys.executable, "-c", LAUNCHER, mode, qemu_binary, str(tmp_path)],
@@ -110,10 +115,10 @@ def test_qemu_dies_with_the_process_that_started_it(
     assert launcher.stdout is not None
     qemu = int(launcher.stdout.readline())
     try:
-        assert _cmdline_within(qemu, qemu_binary.encode(), 10), "QEMU never started"
+        assert _within(10, lambda: _runs(qemu, qemu_binary.encode())), "QEMU never started"
         launcher.kill()  # SIGKILL: no handler, no finally runs in the launcher
         launcher.wait(10)
-        assert _gone_within(qemu, 5) is dies
+        assert _within(5, lambda: _gone(qemu)) is dies
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(qemu, signal.SIGKILL)  # the control's QEMU, or a failed check's
