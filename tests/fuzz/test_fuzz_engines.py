@@ -23,6 +23,7 @@ from qmpgmem.runner import RunOptions, ScenarioRun
 from qmpgmem.scenario.loader import load_scenario
 from qmpgmem.session import host_context
 from tests.conftest import qmpgmem_cli
+from tests.engines.kvm.helpers import needs_gmem
 
 pytestmark = [pytest.mark.qemu, pytest.mark.usefixtures("qemu_binary", "no_leftovers")]
 
@@ -127,6 +128,7 @@ def test_write_that_changes_nothing_is_caught_shrunk_and_reproduced(
 
 @pytest.mark.kvm
 @pytest.mark.usefixtures("kvm_available")
+@needs_gmem
 async def test_punch_hole_that_changes_nothing_on_the_kvm_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,4 +1,5 @@
-"""Helpers for the KVM engine tests: the ``needs_kvm`` mark and a throw-away test ROM.
+"""Helpers for the KVM engine tests: the ``needs_kvm`` and ``needs_host`` marks and a
+throw-away test ROM.
 
 The ROM is a 64 KiB image for engine tests that do not need the real micro guest.
 
@@ -16,10 +17,14 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Final
 
 import pytest
 
 from qmpgmem.engines.kvm.objects import DEV_KVM
+from qmpgmem.host.facts import HostFacts
+from qmpgmem.host.kernel import probe_kvm
+from qmpgmem.host.requirements import evaluate_requirements
 
 
 def _kvm_unusable() -> str | None:
@@ -32,6 +37,42 @@ def _kvm_unusable() -> str | None:
 
 #: Skip a test (with the reason) where /dev/kvm cannot be used.
 needs_kvm = pytest.mark.skipif(_kvm_unusable() is not None, reason=str(_kvm_unusable()))
+
+
+def host_lacks(*requirements: str) -> str | None:
+    """Why this host's KVM cannot meet scenario ``requirements`` (the runner's own words for
+    the skip, e.g. "needs guest_memfd; KVM_CAP_GUEST_MEMFD=0 on /dev/kvm"), or None."""
+    if (why := _kvm_unusable()) is not None:
+        return why
+    return evaluate_requirements(list(requirements), HostFacts(kvm=probe_kvm()))
+
+
+def needs_host(*requirements: str) -> pytest.MarkDecorator:
+    """Skip a test, with the reason, where this host's KVM lacks ``requirements``: not every
+    kvm_pvm kernel offers guest_memfd (6.18.44-fc has KVM_CAP_GUEST_MEMFD=0)."""
+    why = host_lacks(*requirements)
+    return pytest.mark.skipif(why is not None, reason=f"this host: {why}")
+
+
+#: What the tests' guest_memfd regions need (in place: MMAP and INIT_SHARED).
+GMEM_REQUIREMENTS: Final = ("guest_memfd", "guest_memfd_mmap", "guest_memfd_init_shared")
+#: Why this host cannot build them (None: it can). The lifecycle tests then use memfd
+#: regions of the same names; the tests of guest_memfd itself carry ``needs_gmem``.
+NO_GMEM: Final = host_lacks(*GMEM_REQUIREMENTS)
+needs_gmem: Final = needs_host(*GMEM_REQUIREMENTS)
+
+
+def memory_without_gmem(memory: list[dict[str, object]]) -> list[dict[str, object]]:
+    """``memory`` as it stands where the host has guest_memfd, else with each guest_memfd
+    region made a memfd region of the same id and size."""
+    if NO_GMEM is None:
+        return memory
+    return [
+        {"id": r["id"], "size": r["size"], "backend": "memfd"}
+        if r.get("backend") == "guest_memfd"
+        else r
+        for r in memory
+    ]
 
 SOURCE = r"""
     .code16

@@ -219,6 +219,8 @@ def test_same_range_twice_fails_where_einval_is_not_a_recorded_deviation() -> No
     with Kvm() as kvm:
         here = chk.run(Env(kvm, kvm_backend()))
         other = chk.run(Env(kvm, "kvm_intel"))
+    if here.outcome is Outcome.SKIPPED:
+        pytest.skip(f"the check cannot run on this host: {here.detail}")
     if here.outcome is Outcome.PASSED and not here.detail:
         assert other.outcome is Outcome.PASSED  # a kernel with the 7.2 errno: nothing to show
         return
@@ -283,9 +285,15 @@ def test_upstream_gmem_guest_names_the_first_wrong_byte(cpl: int) -> None:
 
     with Kvm() as kvm:
         env = Env(kvm, kvm_backend(), cpu_emulated=cpu_kind().emulated)
-        with pytest.raises(Mismatch) as err:
+        try:
             upstream_gmem_guest(env, fill=0xAB, cpl=cpl)
+        except Skip as skip:
+            pytest.skip(f"the check cannot run on this host: {skip}")
+        except Mismatch as mismatch:
+            err = str(mismatch)
+        else:
+            pytest.fail("a fill of 0xab was not reported")
     if cpl == 0 and kvm_backend() == "kvm_pvm":
-        assert "KVM_EXIT_MMIO at GPA 0x100000000" in str(err.value)
+        assert "KVM_EXIT_MMIO at GPA 0x100000000" in err
     else:
-        assert "found 0xab at offset 0, not 0xaa" in str(err.value)
+        assert "found 0xab at offset 0, not 0xaa" in err

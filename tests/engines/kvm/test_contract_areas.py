@@ -74,6 +74,8 @@ def test_offset_overflow_is_a_deviation_only_of_kernels_before_the_fix(backend: 
     with Kvm() as kvm:
         here = chk.run(Env(kvm, backend, kernel_release=kernel_release()))
         fixed = chk.run(Env(kvm, backend, kernel_release="7.2.13-amd64"))
+    if here.outcome is Outcome.SKIPPED:
+        pytest.skip(f"the check cannot run on this host: {here.detail}")
     if here.outcome is Outcome.PASSED and not here.detail:
         assert fixed.outcome is Outcome.PASSED  # a kernel with the fix: nothing to show
         return

@@ -1,4 +1,9 @@
-"""KvmEngine on the real KVM with the throw-away ROM (helpers.py): lifecycle and host access."""
+"""KvmEngine on the real KVM with the throw-away ROM (helpers.py): lifecycle and host access.
+
+The lifecycle tests run on every host with a KVM: where it offers no guest_memfd with MMAP and
+INIT_SHARED, their regions are memfd regions of the same names and sizes. The tests of what a
+guest_memfd region does skip there, with the reason.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +17,22 @@ from qmpgmem.engines.kvm.engine import KvmEngine
 from qmpgmem.errors import EngineError, UnsupportedStep, VMExitedError, VMLaunchError
 from qmpgmem.scenario.model import VmSpec
 
-from .helpers import needs_kvm
+from .helpers import NO_GMEM, memory_without_gmem, needs_gmem, needs_kvm
 
 pytestmark = needs_kvm
 MIB = 1 << 20
 
 
-def spec(**kw: object) -> VmSpec:
-    data: dict[str, object] = {
-        "memory": [
-            {"id": "gm", "size": "4M", "backend": "guest_memfd"},
-            {"id": "plain", "size": "2M", "backend": "memfd"},
-            {"id": "priv", "size": "2M", "backend": "guest_memfd", "gmem_flags": ["mmap"]},
-            {"id": "split", "size": "2M", "backend": "guest_memfd", "gmem_flags": []},
-        ]
-    }
-    data.update(kw)
-    return VmSpec.model_validate(data)
+def spec(gmem: bool = False, **kw: object) -> VmSpec:
+    """Four regions, three of them guest_memfd (in place, mmap without INIT_SHARED, and
+    paired with a shared side) where the host has it or ``gmem`` asks for them anyway."""
+    memory: list[dict[str, object]] = [
+        {"id": "gm", "size": "4M", "backend": "guest_memfd"},
+        {"id": "plain", "size": "2M", "backend": "memfd"},
+        {"id": "priv", "size": "2M", "backend": "guest_memfd", "gmem_flags": ["mmap"]},
+        {"id": "split", "size": "2M", "backend": "guest_memfd", "gmem_flags": []},
+    ]
+    return VmSpec.model_validate({"memory": memory if gmem else memory_without_gmem(memory), **kw})
 
 
 def engine(tmp_path: Path, rom: bytes, vm: VmSpec | None = None, **kw: object) -> KvmEngine:
@@ -58,11 +62,13 @@ async def test_boot_ping_and_layout(tmp_path: Path, minirom: bytes) -> None:
         with pytest.raises(KeyError, match="nope"):
             e.resolve("nope", 0, 8)
     log = (tmp_path / "run" / "kvm.log").read_text()
-    assert "HELLO after" in log and "region gm guest_memfd at GPA 0x400000" in log
+    backend = "guest_memfd" if NO_GMEM is None else "memfd"
+    assert "HELLO after" in log and f"region gm {backend} at GPA 0x400000" in log
     assert (tmp_path / "run" / "serial.log").read_text().count("HELLO microguest") == 1
     assert set(e.artifacts.files) == {"serial", "kvm"}
 
 
+@needs_gmem
 async def test_host_access_and_gmem_ops(tmp_path: Path, minirom: bytes) -> None:
     e = engine(tmp_path, minirom)
     async with e:
@@ -154,6 +160,7 @@ async def test_reset_after_stop_cont_runs_again_every_time(tmp_path: Path, minir
             await asyncio.wait_for(e.channel.ping(), 5)
 
 
+@needs_gmem
 async def test_guest_convert_refused_where_hypercalls_hang(tmp_path: Path, minirom: bytes) -> None:
     e = engine(tmp_path, minirom, backend="kvm_pvm")
     async with e:
@@ -216,11 +223,13 @@ async def test_flags_not_offered_are_a_skip(tmp_path: Path, minirom: bytes) -> N
     from qmpgmem.engines.kvm.objects import Kvm
 
     with Kvm() as kvm, kvm.create_vm() as vm:
+        has_gmem = kvm.check_extension(abi.Cap.GUEST_MEMFD) > 0
         offered = vm.check_extension(abi.Cap.GUEST_MEMFD_FLAGS)
     if offered & abi.GUEST_MEMFD_FLAG_INIT_SHARED:
         pytest.skip("every flag the model knows is offered here")
-    with pytest.raises(UnsupportedStep, match="GUEST_MEMFD_FLAGS"):
-        async with engine(tmp_path, minirom):
+    refusal = "GUEST_MEMFD_FLAGS" if has_gmem else "KVM offers no guest_memfd for VM type 0"
+    with pytest.raises(UnsupportedStep, match=refusal):
+        async with engine(tmp_path, minirom, spec(gmem=True)):
             pass
 
 
@@ -244,6 +253,7 @@ async def test_guest_dying_before_hello_is_a_launch_error(tmp_path: Path) -> Non
     await e.stop()
 
 
+@needs_gmem
 async def test_map_gpa_range_answers(tmp_path: Path, minirom: bytes) -> None:
     """The VMM's answers besides the default-VM refusal, with the real kernel behind them.
 
@@ -267,6 +277,7 @@ async def test_map_gpa_range_answers(tmp_path: Path, minirom: bytes) -> None:
         assert ret in (-22, -25)  # EINVAL, or ENOTTY without memory attributes
 
 
+@needs_gmem
 async def test_discarding_the_other_side(tmp_path: Path, minirom: bytes) -> None:
     from qmpgmem.engines.kvm.conversion import discard_other_side
 

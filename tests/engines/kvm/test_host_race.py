@@ -4,10 +4,11 @@ Why a subprocess: the bug this guards against is stop() unmapping a region while
 thread still hashes or writes it — a SIGSEGV, which would take pytest down with it. The
 racing part runs in a child; a crash is its exit status, and the test fails on it.
 
-The races: a 512 MiB hash (fresh guest_memfd pages: the first read faults them in, 0.1 to 1 s
-here) or write, started and then stop() called while it runs; and the same access whose
-step timed out (its coroutine cancelled, its thread still going) before stop(). Each must end
-with the right answer or an EngineError, and after stop() no access may start.
+The races: a 512 MiB hash (fresh guest_memfd pages, or memfd pages where the host has no
+guest_memfd: the first read faults them in, 0.1 to 1 s here) or write, started and then
+stop() called while it runs; and the same access whose step timed out (its coroutine
+cancelled, its thread still going) before stop(). Each must end with the right answer or an
+EngineError, and after stop() no access may start.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .helpers import needs_kvm
+from .helpers import NO_GMEM, needs_kvm
 
 pytestmark = needs_kvm
+#: fresh pages of either kind fault in under the worker thread's access
+BACKEND = "guest_memfd" if NO_GMEM is None else "memfd"
 
 CHILD = textwrap.dedent(
     """
@@ -32,7 +35,7 @@ CHILD = textwrap.dedent(
 
     SIZE = 512 << 20
     SPEC = VmSpec.model_validate(
-        {"memory": [{"id": "big", "size": "512M", "backend": "guest_memfd"}]}
+        {"memory": [{"id": "big", "size": "512M", "backend": sys.argv[3]}]}
     )
 
     async def one(kind, cancelled, run_dir, rom):
@@ -87,7 +90,7 @@ def test_stop_waits_for_host_accesses_in_flight(tmp_path: Path, minirom: bytes) 
     rom = tmp_path / "minirom.bin"
     rom.write_bytes(minirom)
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(tmp_path), str(rom)],
+        [sys.executable, "-c", CHILD, str(tmp_path), str(rom), BACKEND],
         capture_output=True,
         text=True,
         timeout=300,

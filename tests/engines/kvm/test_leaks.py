@@ -11,7 +11,7 @@ from qmpgmem.engines.kvm.memory import GuestMemory
 from qmpgmem.engines.kvm.objects import Kvm
 from qmpgmem.scenario.model import Region, VmSpec
 
-from .helpers import needs_kvm
+from .helpers import memory_without_gmem, needs_kvm
 
 pytestmark = needs_kvm
 
@@ -24,10 +24,17 @@ def counts() -> tuple[int, int]:
     return fds, maps
 
 
+#: guest_memfd in place and paired with a shared side, and memfd (all memfd where the host
+#: has no guest_memfd: helpers.NO_GMEM)
 REGIONS = [
-    Region(id="gm", size=2 << 20, backend="guest_memfd"),
-    Region(id="split", size=1 << 20, backend="guest_memfd", gmem_flags=[]),
-    Region(id="plain", size=1 << 20, backend="memfd"),
+    Region.model_validate(r)
+    for r in memory_without_gmem(
+        [
+            {"id": "gm", "size": 2 << 20, "backend": "guest_memfd"},
+            {"id": "split", "size": 1 << 20, "backend": "guest_memfd", "gmem_flags": []},
+            {"id": "plain", "size": 1 << 20, "backend": "memfd"},
+        ]
+    )
 ]
 
 

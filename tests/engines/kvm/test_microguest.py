@@ -1,4 +1,5 @@
-"""KvmEngine with the real micro guest ROM: guest and host agree on guest_memfd memory."""
+"""KvmEngine with the real micro guest ROM: guest and host agree on guest_memfd memory
+(on memfd memory where the host has no guest_memfd: helpers.NO_GMEM)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,20 @@ from qmpgmem.errors import UnsupportedStep
 from qmpgmem.guest import protocol
 from qmpgmem.scenario.model import VmSpec
 
-from .helpers import needs_kvm
+from .helpers import memory_without_gmem, needs_gmem, needs_kvm
 
 pytestmark = needs_kvm
 MIB = 1 << 20
 
 SPEC = VmSpec.model_validate(
     {
-        "memory": [
-            {"id": "gm", "size": "16M", "backend": "guest_memfd"},
-            {"id": "split", "size": "4M", "backend": "guest_memfd", "gmem_flags": []},
-            {"id": "plain", "size": "4M", "backend": "ram"},
-        ]
+        "memory": memory_without_gmem(
+            [
+                {"id": "gm", "size": "16M", "backend": "guest_memfd"},
+                {"id": "split", "size": "4M", "backend": "guest_memfd", "gmem_flags": []},
+                {"id": "plain", "size": "4M", "backend": "ram"},
+            ]
+        )
     }
 )
 
@@ -54,6 +57,7 @@ async def test_guest_and_host_agree(tmp_path: Path, microguest_rom: bytes) -> No
             assert await e.guest_hash(back) == protocol.pattern_hash(7, 0, back.size)
 
 
+@needs_gmem
 async def test_punched_hole_reads_zero_in_the_guest(tmp_path: Path, microguest_rom: bytes) -> None:
     e = engine(tmp_path, microguest_rom)
     async with e:
@@ -71,6 +75,7 @@ async def test_punched_hole_reads_zero_in_the_guest(tmp_path: Path, microguest_r
         assert await e.guest_hash(split) == protocol.pattern_hash(6, 0, split.size)
 
 
+@needs_gmem
 async def test_convert_is_refused_on_kvm_pvm(tmp_path: Path, microguest_rom: bytes) -> None:
     e = KvmEngine(
         SPEC,

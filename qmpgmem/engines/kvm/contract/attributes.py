@@ -248,21 +248,24 @@ DELETE_AFTER_S: Final = 0.05
     per_vm_type=True,
 )
 def _memory_fault_deleted_while_running(env: Env) -> None:
-    with env.vm() as vm, vm.create_guest_memfd(env.page) as g:
+    with env.vm() as vm:
         _private_vm(env, vm)
-        guest = Guest(env, vm, g, 0, code=CODE_REPEATED_READ)
-        try:
-            vm.set_memory_attributes(guest.data_gpa, env.page, PRIVATE)
-            if guest.next_out()[0] != 0x10:
-                raise Mismatch("the guest did not read its private page before the deletion")
-            deleter = threading.Timer(
-                DELETE_AFTER_S, vm.set_user_memory_region2, (1, guest.data_gpa, 0, 0)
-            )
-            deleter.start()
+        with vm.create_guest_memfd(env.page) as g:
+            guest = Guest(env, vm, g, 0, code=CODE_REPEATED_READ)
             try:
-                _expect_private_fault(guest, env.page, lambda: run_with_deadline(guest.vcpu, 5.0))
+                vm.set_memory_attributes(guest.data_gpa, env.page, PRIVATE)
+                if guest.next_out()[0] != 0x10:
+                    raise Mismatch("the guest did not read its private page before the deletion")
+                deleter = threading.Timer(
+                    DELETE_AFTER_S, vm.set_user_memory_region2, (1, guest.data_gpa, 0, 0)
+                )
+                deleter.start()
+                try:
+                    _expect_private_fault(
+                        guest, env.page, lambda: run_with_deadline(guest.vcpu, 5.0)
+                    )
+                finally:
+                    deleter.cancel()
+                    deleter.join()
             finally:
-                deleter.cancel()
-                deleter.join()
-        finally:
-            guest.close()
+                guest.close()

@@ -371,24 +371,28 @@ def _bind_memslot_flags(env: Env) -> None:
 )
 def _bind_immutable(env: Env) -> None:
     size = 2 * env.page
-    with env.vm() as vm, Mapping.anonymous(size) as mem, vm.create_guest_memfd(size) as g:
+    with env.vm() as vm:
         env.bindable_flags(vm)
+        with Mapping.anonymous(size) as mem, vm.create_guest_memfd(size) as g:
+            _expect_immutable(vm, g.fd, mem.addr, size)
 
-        def slot(gpa: int, flags: int, addr: int = 0) -> None:
-            vm.set_user_memory_region2(SLOT, gpa, size, addr, flags, g.fd, 0)
 
-        expect_ok("the slot", partial(slot, REGION_GPA, GMEM))
-        for what, call in (
-            ("issued again unchanged", partial(slot, REGION_GPA, GMEM)),
-            ("moved to another GPA", partial(slot, REGION_GPA * 2, GMEM)),
-            ("without KVM_MEM_GUEST_MEMFD", partial(slot, REGION_GPA, 0, mem.addr)),
-            ("with LOG_DIRTY_PAGES", partial(slot, REGION_GPA, GMEM | abi.KVM_MEM_LOG_DIRTY_PAGES)),
-        ):
-            expect_errno(what, call, errno.EINVAL)
-        # still bound: the file range is taken (EEXIST since 7.2, see bind.same_range_twice)
-        expect_errno(
-            "the range in a second slot",
-            partial(_bind, vm, SLOT + 1, REGION_GPA * 2, size, g.fd),
-        )
-        expect_ok("deleting it", partial(_bind, vm, SLOT, REGION_GPA, 0, 0))
-        expect_ok("binding the range again", partial(slot, REGION_GPA * 2, GMEM))
+def _expect_immutable(vm: Vm, fd: int, addr: int, size: int) -> None:
+    def slot(gpa: int, flags: int, userspace_addr: int = 0) -> None:
+        vm.set_user_memory_region2(SLOT, gpa, size, userspace_addr, flags, fd, 0)
+
+    expect_ok("the slot", partial(slot, REGION_GPA, GMEM))
+    for what, call in (
+        ("issued again unchanged", partial(slot, REGION_GPA, GMEM)),
+        ("moved to another GPA", partial(slot, REGION_GPA * 2, GMEM)),
+        ("without KVM_MEM_GUEST_MEMFD", partial(slot, REGION_GPA, 0, addr)),
+        ("with LOG_DIRTY_PAGES", partial(slot, REGION_GPA, GMEM | abi.KVM_MEM_LOG_DIRTY_PAGES)),
+    ):
+        expect_errno(what, call, errno.EINVAL)
+    # still bound: the file range is taken (EEXIST since 7.2, see bind.same_range_twice)
+    expect_errno(
+        "the range in a second slot",
+        partial(_bind, vm, SLOT + 1, REGION_GPA * 2, size, fd),
+    )
+    expect_ok("deleting it", partial(_bind, vm, SLOT, REGION_GPA, 0, 0))
+    expect_ok("binding the range again", partial(slot, REGION_GPA * 2, GMEM))

@@ -126,16 +126,14 @@ def _create_reserved(env: Env) -> None:
     per_vm_type=True,
 )
 def _create_multiple(env: Env) -> None:
-    with (
-        env.vm() as vm,
-        vm.create_guest_memfd(env.page) as a,
-        vm.create_guest_memfd(2 * env.page) as b,
-    ):
-        sa, sb = os.fstat(a.fd), os.fstat(b.fd)
-        if (sa.st_size, sb.st_size) != (env.page, 2 * env.page):
-            raise Mismatch(f"st_size {sa.st_size} and {sb.st_size}")
-        if sa.st_ino == sb.st_ino:
-            raise Mismatch(f"both files have inode {sa.st_ino}")
+    with env.vm() as vm:
+        env.offered_flags(vm)
+        with vm.create_guest_memfd(env.page) as a, vm.create_guest_memfd(2 * env.page) as b:
+            sa, sb = os.fstat(a.fd), os.fstat(b.fd)
+            if (sa.st_size, sb.st_size) != (env.page, 2 * env.page):
+                raise Mismatch(f"st_size {sa.st_size} and {sb.st_size}")
+            if sa.st_ino == sb.st_ino:
+                raise Mismatch(f"both files have inode {sa.st_ino}")
 
 
 # -- VM types, capabilities and memory attributes --------------------------------------------------
