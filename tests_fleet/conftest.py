@@ -26,6 +26,20 @@ QMPGMEM = REPO / ".venv" / "bin" / "qmpgmem"
 #: the part of the library the tier runs on each host: passes (smoke) and expected skips
 #: (confidential, which this kind of host cannot run); the plan's default is the whole library
 SELECT = "smoke or confidential"
+
+
+def _this_host_class() -> str:
+    """The class of deploy/classes this machine belongs to. This kind of machine has had two
+    kernels: 6.18.44-fc-v1147, whose KVM offers guest_memfd (kvm_pvm), and v1272, whose
+    KVM_CAP_GUEST_MEMFD is 0 (kvm_pvm-no-gmem); each class's skips differ in that."""
+    from qmpgmem.host.kernel import probe_kvm
+
+    return "kvm_pvm" if probe_kvm().cap("KVM_CAP_GUEST_MEMFD") > 0 else "kvm_pvm-no-gmem"
+
+
+#: the class this machine is qualified against, and its inventory group (group_vars name it)
+HOST_CLASS = _this_host_class()
+HOST_GROUP = HOST_CLASS.replace("-", "_")
 #: what a copy of the working tree leaves out (.gitignore's names, .git)
 NOT_SOURCES = frozenset(
     {

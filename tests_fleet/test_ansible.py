@@ -1,7 +1,8 @@
 """deploy/ansible/fleet.yml run by ansible-core against two hosts over SSH (fleet-a on
 127.0.0.2, fleet-b on 127.0.0.3, tests_fleet/hosts.py): each host installs the wheel built on
 the controller into its own prefix, probes, runs a part of the library in strict mode with
-the kvm_pvm class's expected skips; the controller fetches and aggregates.
+the expected skips of this machine's class (conftest.HOST_CLASS); the controller fetches and
+aggregates.
 
 The first playbook run passes on both hosts. The second gives fleet-b a scenario whose
 expectation is wrong and adds a host nothing answers for: fleet-b's run fails, fleet-a's
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests_fleet.conftest import REPO, SELECT, expected_rows, read_json
+from tests_fleet.conftest import HOST_CLASS, HOST_GROUP, REPO, SELECT, expected_rows, read_json
 from tests_fleet.hosts import Fleet, free_port
 
 PLAYBOOK = REPO / "deploy" / "ansible" / "fleet.yml"
@@ -82,8 +83,8 @@ def playbook(
     work = fleet.root / name
     work.mkdir()
     inventory = work / "inventory.json"
-    doc: Any = fleet.inventory("kvm_pvm", **host_vars)
-    doc["all"]["children"]["kvm_pvm"]["hosts"].update(more_hosts or {})
+    doc: Any = fleet.inventory(HOST_GROUP, **host_vars)
+    doc["all"]["children"][HOST_GROUP]["hosts"].update(more_hosts or {})
     inventory.write_text(json.dumps(doc))
     results = work / "results"
     extra = {"qmpgmem_select": SELECT, "qmpgmem_results": str(results),
@@ -137,7 +138,7 @@ def test_each_hosts_reports_are_fetched_and_name_the_host(passing: PlaybookRun) 
         assert run["kind"] == "run" and run["complete"], run.get("interrupted")
         assert run["host"]["hostname"] == host  # uname -n in the host's UTS namespace
         assert run["gate"]["passed"], run["gate"]["verdict"]
-        assert run["gate"]["baseline"].endswith("/classes/kvm_pvm.yaml")
+        assert run["gate"]["baseline"].endswith(f"/classes/{HOST_CLASS}.yaml")
         assert {(r["scenario"], r["engine"]) for r in run["results"]} == rows
         assert {r["status"] for r in run["results"]} == {"passed", "skipped"}
         probe = read_json(passing.results / "probes" / f"{host}.json")
@@ -149,7 +150,7 @@ def test_each_hosts_reports_are_fetched_and_name_the_host(passing: PlaybookRun) 
 def test_the_aggregate_has_both_hosts_and_every_scenario(passing: PlaybookRun) -> None:
     agg = read_json(passing.results / "fleet.json")
     assert sorted(h["hostname"] for h in agg["hosts"]) == list(HOSTS)
-    assert {h["host_class"] for h in agg["hosts"]} == {"kvm_pvm"}
+    assert {h["host_class"] for h in agg["hosts"]} == {HOST_CLASS}
     assert {(r["scenario"], r["engine"]) for r in agg["rows"]} == expected_rows()
     for row in agg["rows"]:
         cells = agg["cells"][row["id"]]

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from tests_fleet.conftest import QMPGMEM, SELECT, copy_tree, expected_rows, read_json
+from tests_fleet.conftest import HOST_CLASS, QMPGMEM, SELECT, copy_tree, expected_rows, read_json
 
 TESTS = ("/deploy/tmt/probe", "/deploy/tmt/library")
 
@@ -62,14 +62,17 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def test_the_plan_runs_the_library_locally(tmt: Path, tree: Path) -> None:
     run = tree.parent / "passing"
-    rc, seconds, out = tmt_run(tmt, tree, run, "--environment-file", "select.yaml")
+    rc, seconds, out = tmt_run(
+        tmt, tree, run, "--environment-file", "select.yaml",
+        "-e", f"QMPGMEM_HOST_CLASS={HOST_CLASS}",
+    )  # fmt: skip
     assert rc == 0, out[-4000:]
     found = results(run)
     assert set(found) == set(TESTS)
     assert all(r["result"] == "pass" for r in found.values()), found
     report = read_json(data(run, found["/deploy/tmt/library"]) / "run.json")
     assert report["gate"]["passed"], report["gate"]["verdict"]
-    assert Path(report["gate"]["baseline"]).name == "kvm_pvm.yaml"
+    assert Path(report["gate"]["baseline"]).name == f"{HOST_CLASS}.yaml"
     assert {(r["scenario"], r["engine"]) for r in report["results"]} == expected_rows()
     assert (data(run, found["/deploy/tmt/library"]) / "run.xml").exists()
     probe = read_json(data(run, found["/deploy/tmt/probe"]) / "probe.json")
