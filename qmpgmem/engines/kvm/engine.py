@@ -421,6 +421,13 @@ class KvmEngine(Engine):
             self._memory = self._host = None
             self._write_log()
 
+    def note_hang(self, what: str) -> None:
+        """The kernel's view of each vCPU thread into kvm.log: a hung guest spins ("R"), a
+        vCPU stuck in KVM shows its kernel stack, a guest that waits for input sleeps."""
+        self._event(f"hang: {what}")
+        for runner in self._all_runners():
+            self._event(f"  {runner.kernel_state()}")
+
     def _stop_all(self) -> bool:
         """Stop every vCPU thread; True when all ended."""
         return all([runner.stop() for runner in self._all_runners()])

@@ -27,10 +27,12 @@ import ctypes
 import enum
 import errno
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from qmpgmem.engines.kvm import abi
@@ -140,6 +142,35 @@ class VcpuRunner:
     def held(self) -> bool:
         """The thread waits outside KVM_RUN for ``resume()`` (paused)."""
         return self._paused.is_set() and self._thread.is_alive()
+
+    def kernel_state(self) -> str:
+        """What the kernel says of this vCPU's thread: its scheduler state, where it sleeps
+        and its kernel stack (readable by root only; empty while the task runs). For the log
+        of a step that hung: a guest spinning in KVM_RUN is "R", one whose idle ``hlt``
+        waits for input "S" in a futex, and the thread's CPU time says whether a running
+        vCPU spends it in the guest, in the kernel (KVM's fault paths) or in Python."""
+        tid = self._thread.native_id
+        if tid is None or not self._thread.is_alive():
+            return f"{self.name}: its thread has ended"
+        task = Path(f"/proc/self/task/{tid}")
+        try:
+            stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            wchan = (task / "wchan").read_text().strip()
+        except OSError as exc:  # the thread ended meanwhile
+            return f"{self.name} thread {tid}: {exc.strerror}"
+        # fields 3, 14, 15 and 43 of proc_pid_stat(5): state, utime, stime, guest_time
+        state, tick = stat[0], os.sysconf("SC_CLK_TCK")
+        user, system, guest = (int(stat[i]) / tick for i in (11, 12, 40))
+        try:
+            frames = [f.split("] ", 1)[-1] for f in (task / "stack").read_text().splitlines()]
+            stack = " < ".join(frames) or "(none: the task is running)"
+        except OSError as exc:
+            stack = f"({exc.strerror})"
+        return (
+            f"{self.name} thread {tid}: state {state}, wchan {wchan if wchan != '0' else '-'}, "
+            f"{self.exits} exits, CPU user {user:.2f} s system {system:.2f} s guest "
+            f"{guest:.2f} s; kernel stack: {stack}"
+        )
 
     # -- control from other threads --------------------------------------------------------
     def _kick(self) -> None:

@@ -8,6 +8,7 @@ guest_memfd region does skip there, with the reason.
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -308,3 +309,47 @@ async def test_sleep_ends_when_the_guest_ends_the_vm(tmp_path: Path, minirom: by
         with pytest.raises(VMExitedError, match="isa-debug-exit"):
             await e.sleep(20)
         assert loop.time() - t0 < 5
+
+
+HANGING_WRITE = """\
+name: hanging-write
+description: A write the spinning test ROM never answers.
+vm:
+  memory:
+    - {id: plain, size: 2M, backend: memfd}
+steps:
+  - action: guest.write
+    range: {region: plain, offset: 0, size: 4096}
+    seed: 1
+    timeout: 0.5s
+"""
+
+
+async def test_a_hung_step_leaves_each_vcpus_kernel_state_in_the_log(
+    tmp_path: Path, minirom: bytes
+) -> None:
+    """The step runner asks the engine what it sees of a step that timed out: the test ROM
+    told to SPIN runs in KVM_RUN all along (state R, its CPU time in the kernel or the guest,
+    not in Python). test_microguest has the idle guest's sleeping thread beside it."""
+    from qmpgmem.report.result import Status
+    from qmpgmem.scenario.loader import load_scenario
+    from qmpgmem.step_runner import StepRunner
+
+    path = tmp_path / "hanging-write.yaml"
+    path.write_text(HANGING_WRITE)
+    loaded = load_scenario(path)
+    e = engine(tmp_path, minirom, loaded.scenario.vm)
+    async with e:
+        assert e.channel is not None
+        e.channel._writer.write(b"SPIN\n")
+        await asyncio.sleep(0.1)
+        res = await StepRunner(loaded, None).run_step(e, 0, loaded.scenario.steps[0])
+        assert res.status is Status.TIMEOUT
+    log = (tmp_path / "run" / "kvm.log").read_text()
+    hung = log.split("hang: step 1: guest.write did not finish within 0.5 s\n")[1]
+    state = hung.splitlines()[0]
+    found = re.search(r"vCPU 0 thread \d+: state R, .*CPU user ([\d.]+) s system ([\d.]+) s "
+                      r"guest ([\d.]+) s; kernel stack: ", state)  # fmt: skip
+    assert found, state
+    user, system, guest = map(float, found.groups())
+    assert system + guest > max(user, 0.05), state  # ~0.6 s spinning, little in Python
