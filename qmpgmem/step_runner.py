@@ -139,7 +139,7 @@ class StepRunner:
         except TimeoutError:
             res.status = Status.TIMEOUT
             res.message = f"{step.action} did not finish within {timeout:g} s"
-            engine.note_hang(f"step {index + 1}: {res.message}")
+            await engine.note_hang(f"step {index + 1}: {res.message}")
         except UnsupportedStep as exc:
             res.status, res.message = Status.SKIPPED, str(exc)
         except GuestProtocolError as exc:

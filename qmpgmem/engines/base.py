@@ -115,7 +115,7 @@ class Engine(abc.ABC):
     async def stop(self) -> None:
         """Tear everything down; idempotent, never raises for a VM that is already gone."""
 
-    def note_hang(self, what: str) -> None:  # noqa: B027 (a hook: most engines see nothing)
+    async def note_hang(self, what: str) -> None:  # noqa: B027 (a hook: most see nothing)
         """Record in the run's artifacts what this engine can see of a step that did not
         finish (``what`` says which), before it is stopped: the engine's part of "why"."""
 

@@ -375,6 +375,7 @@ KVM_SET_USER_MEMORY_REGION2: Final = _IOW(KVMIO, 0x49, kvm_userspace_memory_regi
 KVM_ENABLE_CAP: Final = _IOW(KVMIO, 0xA3, kvm_enable_cap)
 KVM_SET_MEMORY_ATTRIBUTES: Final = _IOW(KVMIO, 0xD2, kvm_memory_attributes)
 KVM_CREATE_GUEST_MEMFD: Final = _IOWR(KVMIO, 0xD4, kvm_create_guest_memfd)
+KVM_GET_STATS_FD: Final = _IO(KVMIO, 0xCE)  # on a VM or a vCPU fd
 KVM_PRE_FAULT_MEMORY: Final = _IOWR(KVMIO, 0xD5, kvm_pre_fault_memory)  # also a vCPU ioctl
 
 # ---- ioctls on a vCPU fd -----------------------------------------------------------------------

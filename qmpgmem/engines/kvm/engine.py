@@ -54,6 +54,7 @@ from qmpgmem.engines.kvm.memory import GuestMemory
 from qmpgmem.engines.kvm.objects import Kvm, Vcpu, Vm
 from qmpgmem.engines.kvm.serial import Uart16550
 from qmpgmem.engines.kvm.smp import ApThreads, LocalApics
+from qmpgmem.engines.kvm.stats import VcpuStats, changes
 from qmpgmem.engines.kvm.uart_channel import open_uart_channel
 from qmpgmem.engines.kvm.vcpu_thread import EndReason, VcpuEnd, VcpuRunner, install_kick_signal
 from qmpgmem.engines.layout import place_regions
@@ -94,6 +95,8 @@ TSS_ADDR: Final = 0xFFFBD000
 #: How long stop() waits for the host's reads, hashes and writes under way (host_access.py)
 #: before it leaves the memory mapped instead: hashes and writes give up after one chunk.
 HOST_DRAIN_TIMEOUT: Final = 30.0
+#: How long a hung step's note watches KVM's counters of each vCPU.
+HANG_SAMPLE: Final = 0.2
 
 
 @functools.cache
@@ -142,6 +145,8 @@ class KvmEngine(Engine):
         self._memory: GuestMemory | None = None
         self._uart: Uart16550 | None = None
         self._runner: VcpuRunner | None = None
+        #: each vCPU's statistics file (by vCPU fd), opened before its first KVM_RUN
+        self._vcpu_stats: dict[int, VcpuStats] = {}
         self.channel: GuestChannel | None = None
         self._reader: asyncio.StreamReader | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -320,6 +325,11 @@ class KvmEngine(Engine):
 
     def _make_runner(self, vcpu: Vcpu) -> VcpuRunner:
         assert self._uart is not None
+        # KVM_GET_STATS_FD takes the vCPU's lock, which KVM_RUN holds: open it before any run
+        if vcpu.fd not in self._vcpu_stats:
+            with contextlib.suppress(OSError):  # KVM before 5.14 has no statistics files
+                stats = self._vcpu_stats[vcpu.fd] = VcpuStats(vcpu.fd)
+                self._stack.callback(stats.close)
         return VcpuRunner(
             vcpu, self._uart, self._on_hypercall, self._on_end, self._apics.mmio, self._idle_rip
         )
@@ -421,12 +431,22 @@ class KvmEngine(Engine):
             self._memory = self._host = None
             self._write_log()
 
-    def note_hang(self, what: str) -> None:
-        """The kernel's view of each vCPU thread into kvm.log: a hung guest spins ("R"), a
-        vCPU stuck in KVM shows its kernel stack, a guest that waits for input sleeps."""
+    async def note_hang(self, what: str) -> None:
+        """The kernel's view of each vCPU into kvm.log: its thread (a hung guest spins, "R";
+        one that waits for input sleeps) and what KVM counted for it over HANG_SAMPLE
+        seconds: exits and page faults of a guest that runs, or of a fault retried."""
         self._event(f"hang: {what}")
+        readers = []
         for runner in self._all_runners():
             self._event(f"  {runner.kernel_state()}")
+            stats = self._vcpu_stats.get(runner.vcpu_fd)
+            if runner.running and stats is not None:
+                readers.append((runner.name, stats, stats.read()))
+        await asyncio.sleep(HANG_SAMPLE)
+        for name, stats, before in readers:
+            moved = changes(before, stats.read())
+            counts = ", ".join(f"{k} +{v}" for k, v in sorted(moved.items())) or "nothing"
+            self._event(f"  {name} KVM statistics in {HANG_SAMPLE:g} s: {counts}")
 
     def _stop_all(self) -> bool:
         """Stop every vCPU thread; True when all ended."""

@@ -135,6 +135,10 @@ class VcpuRunner:
         self._thread.start()
 
     @property
+    def vcpu_fd(self) -> int:
+        return self._vcpu.fd
+
+    @property
     def running(self) -> bool:
         return self._thread.is_alive()
 

@@ -353,3 +353,4 @@ async def test_a_hung_step_leaves_each_vcpus_kernel_state_in_the_log(
     assert found, state
     user, system, guest = map(float, found.groups())
     assert system + guest > max(user, 0.05), state  # ~0.6 s spinning, little in Python
+    assert "vCPU 0 KVM statistics in 0.2 s: " in hung.splitlines()[1], hung

@@ -132,7 +132,7 @@ async def test_idle_guest_halts_instead_of_polling(tmp_path: Path, microguest_ro
         assert e._runner.idle_halts - halts >= 2  # re-halted after each IDLE_WAIT (1 s)
         assert e._runner.exits - exits <= 3 * (e._runner.idle_halts - halts)
         assert used < 0.2
-        e.note_hang("idle")  # what a hung step's log would say of this guest: it sleeps
+        await e.note_hang("idle")  # what a hung step's log would say of this guest: it sleeps
         halts = e._runner.idle_halts
         await e.channel.ping()
         await asyncio.sleep(0.05)
@@ -141,6 +141,7 @@ async def test_idle_guest_halts_instead_of_polling(tmp_path: Path, microguest_ro
     idle = log.split("hang: idle\n")[1].splitlines()[0]
     assert "vCPU 0 thread" in idle and "state S" in idle, idle
     assert "futex" in idle or "(Permission denied)" in idle, idle  # the UART's wait
+    assert "vCPU 0 KVM statistics in 0.2 s: " in log.split("hang: idle\n")[1].splitlines()[1]
 
 
 @pytest.mark.parametrize("boot", ["auto", "rom"])
