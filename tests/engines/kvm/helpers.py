@@ -74,6 +74,7 @@ def memory_without_gmem(memory: list[dict[str, object]]) -> list[dict[str, objec
         for r in memory
     ]
 
+
 SOURCE = r"""
     .code16
     .text

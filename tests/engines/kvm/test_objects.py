@@ -10,7 +10,7 @@ import pytest
 from qmpgmem.engines.kvm import abi
 from qmpgmem.engines.kvm.objects import Kvm, Mapping
 
-from .helpers import NO_GMEM, needs_gmem, needs_kvm
+from .helpers import host_lacks, needs_gmem, needs_kvm
 
 pytestmark = needs_kvm
 MIB = 1 << 20
@@ -67,7 +67,7 @@ def test_errors_carry_errno(kvm: Kvm) -> None:
     with kvm.create_vm() as vm:
         with pytest.raises(OSError) as err:
             vm.create_guest_memfd(4095)
-        assert err.value.errno == (errno.EINVAL if NO_GMEM is None else errno.ENOTTY)
+        assert err.value.errno == (errno.ENOTTY if host_lacks("guest_memfd") else errno.EINVAL)
         assert "ioctl" in str(err.value)
 
 
