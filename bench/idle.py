@@ -7,7 +7,7 @@ on the same machine at the same moment. CPU comes from /proc/PID/stat (QEMU, all
 and /proc/self/task/TID/stat (the kvm engine's vCPU thread), over --seconds of idling after
 one PING; each figure is the median of --repeat VMs.
 
-Usage: .venv/bin/python bench/idle.py [--repeat N] [--seconds S] [--baseline-rev REV]
+Usage: .venv/bin/python bench/idle.py [--repeat N] [--seconds S] [--baseline-rev REV] [--json FILE]
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from jsonout import write_json
 
 from qmpgmem.engines.kvm.engine import KvmEngine
 from qmpgmem.engines.qemu.engine import QemuEngine
@@ -94,6 +96,7 @@ async def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--baseline-rev", default=BASELINE_REV)
+    ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         roms = {"now": guest_image("rom"), "baseline": build_rom(args.baseline_rev, Path(tmp))}
@@ -116,6 +119,18 @@ async def main() -> None:
     for name, now, base in rows:
         ratio = f"{now / base:.3f}" if base else "—"
         print(f"| {name} | {now:.1%} of a core | {base:.1%} of a core | {ratio} |")
+    if args.json:
+        figures = {name: {"now": now, "baseline": base} for name, now, base in rows}
+        table = [(name, f"{now:.1%}", f"{base:.1%}") for name, now, base in rows]
+        write_json(
+            args.json,
+            "idle",
+            figures,
+            table,
+            ("idle VM", "now (of a core)", "baseline (of a core)"),
+            seconds=args.seconds,
+            baseline_rev=args.baseline_rev,
+        )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ whether KVM buys anything over TCG for the library as a whole; every scenario th
 under both accelerators and boots the micro guest ROM (microvm) is run --repeat times under
 each, interleaved so that load changes hit both alike, and each one's median is compared.
 
-Usage: .venv/bin/python bench/library.py [--repeat N] [PATHS...]
+Usage: .venv/bin/python bench/library.py [--repeat N] [--json FILE] [PATHS...]
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import argparse
 import asyncio
 import statistics
 from pathlib import Path
+
+from jsonout import write_json
 
 from qmpgmem.engines.qemu.argv import boot_kind
 from qmpgmem.runner import RunOptions
@@ -26,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("paths", nargs="*", default=[str(ROOT / "scenarios")])
     args = ap.parse_args()
     loaded, issues = load_paths(args.paths)
@@ -48,14 +51,21 @@ async def main() -> None:
     tcg = statistics.mean(t["tcg"] for t in both.values())
     faster = sum(t["kvm"] < t["tcg"] for t in both.values())
     print(f"{len(both)} ROM-path scenarios passed under both, median of {args.repeat} each\n")
-    print("| scenario | KVM | TCG | TCG/KVM |")
+    columns = ("scenario", "KVM", "TCG", "TCG/KVM")
+    rows = [
+        (name, f"{t['kvm']:.3f} s", f"{t['tcg']:.3f} s", f"{t['tcg'] / t['kvm']:.2f}")
+        for name, t in sorted(both.items())
+    ]
+    rows.append(("**mean per scenario**", f"{kvm:.3f} s", f"{tcg:.3f} s", f"{tcg / kvm:.2f}"))
+    print("| " + " | ".join(columns) + " |")
     print("|---|---:|---:|---:|")
-    for name, t in sorted(both.items()):
-        print(f"| {name} | {t['kvm']:.3f} s | {t['tcg']:.3f} s | {t['tcg'] / t['kvm']:.2f} |")
-    print(
-        f"| **mean per scenario** | {kvm:.3f} s | {tcg:.3f} s | {tcg / kvm:.2f} |\n\n"
-        f"KVM faster in {faster} of {len(both)} scenarios"
-    )
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print(f"\nKVM faster in {faster} of {len(both)} scenarios")
+    if args.json:
+        figures = {"per_scenario_s": both, "mean_kvm_s": kvm, "mean_tcg_s": tcg}
+        figures["kvm_faster_in"] = faster
+        write_json(args.json, "library", figures, rows, columns, repeat=args.repeat)
 
 
 if __name__ == "__main__":

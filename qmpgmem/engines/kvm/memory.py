@@ -178,7 +178,9 @@ class GuestMemory:
             fd = os.memfd_create(f"qmpgmem-{region.id}", os.MFD_CLOEXEC)
             try:
                 os.ftruncate(fd, region.size)
-                return Mapping.of_fd(fd, region.size)
+                mapping = Mapping.of_fd(fd, region.size)
+                mapping.advise_huge()
+                return mapping
             finally:
                 os.close(fd)  # the mapping keeps the memfd alive
         if region.backend == "file":
@@ -197,7 +199,7 @@ class GuestMemory:
             self._stack.callback(backing.close)  # after the mapping's own unmap (LIFO)
             return Mapping.of_fd(backing.fd, region.size)
         # "ram": anonymous memory, shared only when the scenario says share
-        return Mapping.anonymous(region.size, shared=bool(region.share))
+        return Mapping.anonymous(region.size, shared=bool(region.share), huge=True)
 
     def _add_gmem(self, region: Region, gpa: int, slot: int) -> Placed:
         vm = self._vm

@@ -51,6 +51,7 @@ MAP_ANONYMOUS: Final = _mmap.MAP_ANONYMOUS
 MAP_NORESERVE: Final = 0x4000
 MADV_DONTNEED: Final = 4
 MADV_REMOVE: Final = 9
+MADV_HUGEPAGE: Final = 14
 
 
 def _raise(what: str) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from qmpgmem.engines.kvm.engine import KvmEngine
+from qmpgmem.engines.kvm.objects import Mapping
+from qmpgmem.engines.kvm.stats import changes
 from qmpgmem.errors import UnsupportedStep
 from qmpgmem.guest import protocol
 from qmpgmem.scenario.model import VmSpec
@@ -142,6 +144,45 @@ async def test_idle_guest_halts_instead_of_polling(tmp_path: Path, microguest_ro
     assert "vCPU 0 thread" in idle and "state S" in idle, idle
     assert "futex" in idle or "(Permission denied)" in idle, idle  # the UART's wait
     assert "vCPU 0 KVM statistics in 0.2 s: " in log.split("hang: idle\n")[1].splitlines()[1]
+
+
+def thp_mode() -> str:
+    """The bracketed word of /sys/kernel/mm/transparent_hugepage/enabled ("" when absent)."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return ""
+    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else ""
+
+
+@pytest.mark.skipif(
+    thp_mode() not in ("always", "madvise"),
+    reason=f"transparent huge pages are {thp_mode() or 'not built'} on this host",
+)
+@pytest.mark.parametrize("advised", [True, False])
+async def test_first_touch_of_ram_faults_once_per_huge_page(
+    tmp_path: Path, microguest_rom: bytes, monkeypatch: pytest.MonkeyPatch, advised: bool
+) -> None:
+    """A ram region is backed like QEMU's RAM (2 MiB aligned, MADV_HUGEPAGE), so the guest's
+    first read of 16 MiB costs KVM a page fault per huge page, not one per 4 KiB page.
+    Without the advice (the control, only where THP waits for advice) it is one per page."""
+    if not advised:
+        if thp_mode() != "madvise":
+            pytest.skip("THP is 'always' here: the kernel uses huge pages without the advice")
+        monkeypatch.setattr(Mapping, "advise_huge", lambda self: None)
+    vm = VmSpec.model_validate({"memory": [{"id": "big", "size": "16M", "backend": "ram"}]})
+    e = KvmEngine(vm, run_dir=tmp_path, boot_timeout=10, step_timeout=30, rom=microguest_rom)
+    async with e:
+        assert e._vcpu is not None
+        stats = e._vcpu_stats[e._vcpu.fd]
+        rng = e.resolve("big", 0, 16 * MIB)
+        before = stats.read()
+        assert await e.guest_hash(rng) == protocol.zero_hash(rng.size)
+        faults = changes(before, stats.read()).get("pf_taken", 0)
+    if advised:
+        assert faults <= 2 * (16 * MIB // (2 * MIB)), faults
+    else:
+        assert faults >= 16 * MIB // 4096, faults
 
 
 @pytest.mark.parametrize("boot", ["auto", "rom"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -82,6 +83,41 @@ def test_mapping_bounds_and_close() -> None:
     m.close()
     with pytest.raises(ValueError, match="closed"):
         m.read(0, 1)
+
+
+def mapped_bytes() -> int:
+    total = 0
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        start, end = line.split()[0].split("-")
+        total += int(end, 16) - int(start, 16)
+    return total
+
+
+def vm_flags(addr: int) -> list[str]:
+    """The VmFlags of the mapping that starts at ``addr`` (/proc/self/smaps)."""
+    smaps = Path("/proc/self/smaps").read_text()
+    block = smaps.split(f"{addr:x}-", 1)[1]
+    return block.split("VmFlags:", 1)[1].splitlines()[0].split()
+
+
+def test_huge_anonymous_mapping_is_aligned_advised_and_trimmed() -> None:
+    """``huge``: on a 2 MiB boundary, MADV_HUGEPAGE ("hg"), and the huge page it
+    over-allocated to align is given back (mapped bytes grow by the size alone)."""
+    mapped_bytes()  # the first read's own buffers, before counting
+    before = mapped_bytes()
+    m = Mapping.anonymous(6 * MIB, shared=False, huge=True)
+    try:
+        assert mapped_bytes() - before == 6 * MIB
+        assert m.addr % (2 * MIB) == 0
+        assert "hg" in vm_flags(m.addr)
+        m.write(6 * MIB - 1, b"x")
+    finally:
+        m.close()
+    plain = Mapping.anonymous(6 * MIB, shared=False)  # the control: no advice without huge
+    try:
+        assert "hg" not in vm_flags(plain.addr)
+    finally:
+        plain.close()
 
 
 def test_enable_cap_and_memory_region(kvm: Kvm) -> None:
