@@ -8,6 +8,11 @@ its own process group with a parent-death signal (a SIGKILLed runner takes L1 wi
 other exit path (Ctrl-C, SIGTERM, SIGHUP, a timeout, L1 panicking or hanging) ends in
 ``close()``, which kills the group and removes the run directory. What L1 printed is kept as
 ``console.log`` wherever the caller asks, and always when the job did not finish.
+
+Why QEMU logs CPU resets (``-d cpu_reset``, into ``qemu-reset.log``): when L1's emulated CPU
+triple-faults, QEMU with ``-no-reboot`` exits 0 and L1's console simply stops, like a
+clean power-off in the middle of the job. QEMU's reset log says "Triple fault" then, with the
+registers of each reset, so the error can say how L1 ended.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ KERNEL_ARGS: Final = "console=ttyS0 panic=-1 quiet loglevel=4 qmpgmem.lab=tcg"
 _MARKER: Final = re.compile(r"QMPGMEM-LAB-(INIT|READY|JOB-END|FAILED|WARNING)\b(.*)")
 #: What L1's console shows when its kernel dies; the line is kept in the error.
 _PANIC: Final = re.compile(r"Kernel panic|BUG: |Oops: |general protection fault")
+#: What QEMU's ``-d cpu_reset`` log says when the emulated CPU triple-faults.
+TRIPLE_FAULT: Final = "Triple fault"
 
 
 class LabError(EngineError):
@@ -64,8 +71,11 @@ class LabConfig:
     extra_kernel_args: str = ""
 
 
-def qemu_argv(config: LabConfig, initrd: Path, share: Path) -> list[str]:
-    """The L0 QEMU command line (pure; tested without booting)."""
+def qemu_argv(
+    config: LabConfig, initrd: Path, share: Path, reset_log: Path | None = None
+) -> list[str]:
+    """The L0 QEMU command line (pure; tested without booting); ``reset_log``: where QEMU
+    logs each CPU reset, a triple fault among them."""
     argv = [
         config.qemu, "-accel", "tcg,thread=multi", "-machine", "q35", "-cpu", "max",
         "-smp", str(config.cpus), "-m", f"{config.memory_mib}M",
@@ -77,6 +87,8 @@ def qemu_argv(config: LabConfig, initrd: Path, share: Path) -> list[str]:
         "-virtfs",
         f"local,path={_opt(str(share))},mount_tag=lab,security_model=none,multidevs=remap",
     ]  # fmt: skip
+    if reset_log is not None:
+        argv += ["-d", "cpu_reset", "-D", str(reset_log)]
     if config.numa_nodes > 1:
         if config.memory_mib % config.numa_nodes or config.cpus % config.numa_nodes:
             raise SetupError("lab: memory and CPUs must divide evenly among the NUMA nodes")
@@ -128,6 +140,7 @@ class LabMachine:
         self.share.mkdir()
         self.console_log = self.run_dir / "console.log"
         self.qemu_log = self.run_dir / "qemu.log"
+        self.reset_log = self.run_dir / "qemu-reset.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._closed = False
 
@@ -148,7 +161,7 @@ class LabMachine:
         self.out_dir.mkdir(exist_ok=True)
         header = f"export QMPGMEM_LAB_OUT={SHARE_IN_L1}/out\ncd {shlex.quote(os.getcwd())}\n"
         (self.share / "job.sh").write_text(header + job)
-        argv = qemu_argv(self.config, build_initramfs(), self.share)
+        argv = qemu_argv(self.config, build_initramfs(), self.share, self.reset_log)
         (self.run_dir / "argv.txt").write_text(shlex.join(argv) + "\n")
         with _signals_interrupt():
             return self._boot_and_wait(argv, on_line)
@@ -193,6 +206,9 @@ class LabMachine:
                     in_job = False
                 on_line("l1", line)
         timed_out = time.monotonic() >= deadline and self.proc.poll() is None
+        if not timed_out:  # the console closed: let QEMU finish exiting, to read its status
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
         self._stop()
         wall = time.monotonic() - t0
         rc_file = self.share / "rc"
@@ -201,10 +217,18 @@ class LabMachine:
                 self._failure(f"L1 did not finish within {self.config.timeout:.0f} s", tail)
             )
         if job_end is None or not rc_file.is_file():
+            # a death (retried once by the CLI: _KERNEL_DIED) or a plain stop of QEMU
             panic = next((ln for ln in tail if _PANIC.search(ln)), None)
-            why = f"L1's kernel died: {panic}" if panic else "L1 stopped before its job ended"
+            exited = f"its QEMU exited with status {self.proc.returncode}"
+            if panic is None and self.triple_faulted():
+                panic = f"L1's CPU took a triple fault, logged in {self.reset_log.name}"
+                why = panic
+            elif panic is not None:
+                why = f"L1's kernel died: {panic}"
+            else:
+                why = f"L1 stopped before its job ended: {exited}"
             if ready is None:
-                why = "L1 did not boot to its job" + (f" ({panic})" if panic else "")
+                why = "L1 did not boot to its job" + (f" ({panic})" if panic else f": {exited}")
             raise LabError(self._failure(why, tail))
         return LabOutcome(
             rc=int(rc_file.read_text().strip() or "1"),
@@ -223,11 +247,20 @@ class LabMachine:
             text += "\n  QEMU said: " + " / ".join(qemu_said)
         return text
 
+    def triple_faulted(self) -> bool:
+        """Whether QEMU logged a triple fault of L1's CPU."""
+        try:
+            return TRIPLE_FAULT in self.reset_log.read_text(errors="replace")
+        except OSError:
+            return False
+
     def keep_logs(self, dest: Path) -> list[Path]:
-        """Copy console.log, qemu.log and argv.txt to ``dest``; returns the copies."""
+        """Copy console.log, qemu.log, qemu-reset.log and argv.txt to ``dest``; returns the
+        copies."""
         dest.mkdir(parents=True, exist_ok=True)
         kept = []
-        for path in (self.console_log, self.qemu_log, self.run_dir / "argv.txt"):
+        logs = (self.console_log, self.qemu_log, self.reset_log, self.run_dir / "argv.txt")
+        for path in logs:
             if path.is_file():
                 kept.append(Path(shutil.copy2(path, dest / path.name)))
         return kept

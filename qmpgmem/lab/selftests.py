@@ -53,22 +53,85 @@ def default_runs(cpus: int) -> list[SelftestRun]:
     ]
 
 
+#: Seconds before a run's deadline at which the job notes what the selftest's threads do.
+SNAPSHOT_BEFORE: Final = 15.0
+
+#: Shell: every thread of the children of timeout(1) ($1), twice 1 s apart: its state, CPU
+#: ticks (user, system, guest: /proc/PID/stat fields 14, 15, 43) and wait channel, then its
+#: kernel stack. Why: a selftest that hangs in L1 says nothing before timeout(1) kills it, and
+#: two readings tell a vCPU that runs (ticks move) from one that waits (docs/lab.md).
+_SNAPSHOT_FN: Final = r"""qmpgmem_fields() {  # FILE N...: $fields = fields N of a stat file
+  fields=""
+  read -r line < "$1" 2>/dev/null || return 0
+  shift
+  rest=${line##*) }
+  for n in "$@"; do set -- $rest; shift $((n - 3)); fields="$fields${fields:+ }$1"; done
+}
+qmpgmem_snapshot() {  # without forks: under TCG each one in L1 costs milliseconds
+  parent=$1
+  for round in 1 2; do
+    for p in /proc/[0-9]*; do
+      qmpgmem_fields $p/stat 4
+      [ "$fields" = "$parent" ] || continue
+      for task in $p/task/*; do
+        comm="" wchan=""
+        read -r comm < $task/comm 2>/dev/null
+        read -r wchan < $task/wchan 2>/dev/null
+        qmpgmem_fields $task/stat 3 14 15 43
+        echo "round $round task ${task##*/} $comm: $fields; wchan $wchan"
+        [ $round = 1 ] && continue
+        { while read -r frame; do echo "    $frame"; done < $task/stack; } 2>/dev/null
+      done
+    done
+    [ $round = 1 ] && sleep 1
+  done
+  return 0
+}"""
+
+
+#: What each line of a snapshot holds after the thread's id and name.
+SNAPSHOT_LEGEND: Final = "state, CPU ticks user system guest; wait channel"
+
+
+def snapshot_delay(timeout: float) -> float:
+    """When, after a run starts, its threads are noted: SNAPSHOT_BEFORE before the deadline
+    (half-way for runs shorter than twice that)."""
+    return max(timeout - SNAPSHOT_BEFORE, timeout / 2)
+
+
 def job_script(kernel: LabKernel, runs: list[SelftestRun]) -> str:
-    """Shell for L1: each run under timeout(1), output, exit status and seconds into the share."""
-    lines = ['out="$QMPGMEM_LAB_OUT"', "cd /run/tmp"]
+    """Shell for L1: each run under timeout(1), output, exit status and seconds into the share;
+    what its threads do shortly before the deadline into ``<slug>.hang`` (empty when it ends
+    in time)."""
+    lines = ['out="$QMPGMEM_LAB_OUT"', "cd /run/tmp", _SNAPSHOT_FN]
     for run in runs:
         binary = shlex.quote(str(kernel.selftest(run.binary)))
         args = " ".join(shlex.quote(a) for a in run.args)
         slug = run.slug
+        delay = snapshot_delay(run.timeout)
         lines += [
             f'echo "=== selftest {run.name}"',
             "s=$(date +%s.%N)",
-            f'timeout -k 5 {run.timeout:.0f} {binary} {args} > "$out/{slug}.out" 2>&1',
-            f'echo $? > "$out/{slug}.rc"',
+            f'timeout -k 5 {run.timeout:.0f} {binary} {args} > "$out/{slug}.out" 2>&1 &',
+            "t=$!",
+            # the watcher: its sleep ends with it when the run finishes first
+            f"(trap 'kill $z 2>/dev/null; exit 0' TERM; sleep {delay:.0f} & z=$!; wait $z;"
+            f' qmpgmem_snapshot $t) > "$out/{slug}.hang" 2>&1 &',
+            "w=$!",
+            f'wait $t; echo $? > "$out/{slug}.rc"',
+            "kill $w 2>/dev/null; wait $w 2>/dev/null",
             f'echo "$(date +%s.%N) $s" | awk \'{{print $1 - $2}}\' > "$out/{slug}.time"',
             f'tail -n 3 "$out/{slug}.out"; echo "=== rc=$(cat "$out/{slug}.rc")"',
         ]
     return "\n".join(lines) + "\n"
+
+
+def _noted_threads(out_dir: Path, run: SelftestRun) -> str:
+    """What the job's watcher noted of ``run``'s threads ("" when it ended in time)."""
+    try:
+        return (out_dir / f"{run.slug}.hang").read_text(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def collect(out_dir: Path, runs: list[SelftestRun], kernel: LabKernel) -> list[ScenarioResult]:
@@ -96,6 +159,15 @@ def collect(out_dir: Path, runs: list[SelftestRun], kernel: LabKernel) -> list[S
             seconds = 0.0
         tap = parse_tap(text)
         status, reason = verdict(status_code, tap)
+        warnings = []
+        noted = _noted_threads(out_dir, run)
+        if noted and status is not Status.PASSED:
+            when = f"{snapshot_delay(run.timeout):.0f} s after its start ({SNAPSHOT_LEGEND})"
+            warnings.append(f"its threads {when}, read twice 1 s apart:\n{noted}")
+            states = [ln.removeprefix("round 2 task ") for ln in noted.splitlines()]
+            states = [ln for ln in states if not ln.startswith(("round 1", " "))]
+            if states:
+                reason += f"; its threads {when}: " + " | ".join(states)
         steps = [
             StepResult(index=t.number, action="tap", name=t.description, status=t.status,
                        message=t.directive)
@@ -111,6 +183,7 @@ def collect(out_dir: Path, runs: list[SelftestRun], kernel: LabKernel) -> list[S
                 engine=ENGINE,
                 accel="kvm",
                 steps=steps,
+                warnings=warnings,
             )
         )
     return results

@@ -48,17 +48,30 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
             "l1_numa": 1, "timeout": 60, "lab_logs": tmp_path}  # fmt: skip
 
 
-def test_a_kernel_death_is_retried_once(fake: dict[str, Any], capsys: Any) -> None:
-    FakeMachine.failures = ["L1's kernel died: Oops: int3"]
+@pytest.mark.parametrize(
+    "death",
+    [
+        "L1's kernel died: Oops: int3",
+        "L1's CPU took a triple fault, logged in qemu-reset.log",
+        "L1 did not boot to its job (L1's CPU took a triple fault, logged in qemu-reset.log)",
+    ],
+    ids=["oops", "triple-fault", "triple-fault-at-boot"],
+)
+def test_a_kernel_death_is_retried_once(fake: dict[str, Any], capsys: Any, death: str) -> None:
+    FakeMachine.failures = [death]
     outcome, _ = cli_lab._boot("true", fake)
     assert outcome.rc == 0 and FakeMachine.boots == 2
-    assert "L1's kernel died: Oops: int3; logs kept in" in capsys.readouterr().err
+    assert f"{death}; logs kept in" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     "failures",
-    [["L1's kernel died: Oops", "L1's kernel died: Oops"], ["L1 did not finish within 60 s"]],
-    ids=["twice", "timeout"],
+    [
+        ["L1's kernel died: Oops", "L1's kernel died: Oops"],
+        ["L1 did not finish within 60 s"],
+        ["L1 stopped before its job ended: its QEMU exited with status 0"],
+    ],
+    ids=["twice", "timeout", "stop"],
 )
 def test_other_failures_are_not(fake: dict[str, Any], failures: list[str]) -> None:
     FakeMachine.failures = list(failures)

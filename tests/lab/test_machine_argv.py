@@ -32,6 +32,14 @@ def test_tcg_with_svm_and_the_host_root_read_only(tmp_path: Path) -> None:
     assert "panic=-1" in _after(argv, "-append")[0]
 
 
+def test_cpu_resets_are_logged_where_asked(tmp_path: Path) -> None:
+    config = LabConfig(kernel=_kernel(tmp_path))
+    argv = qemu_argv(config, tmp_path / "i.gz", tmp_path / "s", tmp_path / "reset.log")
+    assert _after(argv, "-d") == ["cpu_reset"]  # QEMU logs "Triple fault" under it
+    assert _after(argv, "-D") == [str(tmp_path / "reset.log")]
+    assert "-d" not in qemu_argv(config, tmp_path / "i.gz", tmp_path / "s")
+
+
 def test_a_comma_in_the_share_path_cannot_add_options(tmp_path: Path) -> None:
     share = tmp_path / "a,readonly=on"
     argv = qemu_argv(LabConfig(kernel=_kernel(tmp_path)), tmp_path / "i.gz", share)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,15 +29,12 @@ from tests.conftest import our_qemu_pids
 pytestmark = pytest.mark.qemu
 
 
-@pytest.fixture
-def hung_kernel(tmp_path: Path, qemu_binary: str) -> LabKernel:
-    """A lab cache entry whose "kernel" is the micro guest: L1 that never runs its job."""
-    from qmpgmem.guest.image import guest_image
-
+def fake_kernel(tmp_path: Path, image: bytes) -> LabKernel:
+    """A lab cache entry whose "kernel" is ``image`` (an ELF QEMU boots through PVH)."""
     busybox()  # in the real cache, downloaded once
     entry = tmp_path / "cache/kernels/fake"
     entry.mkdir(parents=True)
-    (entry / "bzImage").write_bytes(guest_image("pvh").read_bytes())
+    (entry / "bzImage").write_bytes(image)
     meta = {
         "package": "linux-source-0.0", "version": "0.0-1", "release": "0.0-fake",
         "build_seconds": 0.0, "selftest_build_seconds": 0.0, "objects": 0,
@@ -46,6 +44,74 @@ def hung_kernel(tmp_path: Path, qemu_binary: str) -> LabKernel:
     kernel = LabKernel.load(entry)
     assert kernel is not None
     return kernel
+
+
+@pytest.fixture
+def hung_kernel(tmp_path: Path, qemu_binary: str) -> LabKernel:
+    """A lab cache entry whose "kernel" is the micro guest: L1 that never runs its job."""
+    from qmpgmem.guest.image import guest_image
+
+    return fake_kernel(tmp_path, guest_image("pvh").read_bytes())
+
+
+#: A PVH entry (XEN_ELFNOTE_PHYS32_ENTRY) that ends the machine at once: ``int3`` with an
+#: empty IDT triple-faults; ``out 0xfe, 0x64`` resets the machine through the keyboard
+#: controller, a reset without a fault (the control).
+_PVH_ELF = """
+    .section .note.Xen, "a", @note
+    .align 4
+    .long 4, 4, 18
+    .asciz "Xen"
+    .long _start
+    .text
+    .globl _start
+    .code32
+_start:
+    {body}
+1:  hlt
+    jmp 1b
+idt0:
+    .word 0
+    .long 0
+"""
+ENDINGS = {
+    "triple fault": "lidt idt0; int3",
+    "keyboard-controller reset": "mov $0xfe, %al; out %al, $0x64",
+}
+
+
+def pvh_elf(tmp_path: Path, body: str) -> bytes:
+    if shutil.which("as") is None or shutil.which("ld") is None:
+        pytest.skip("binutils (as, ld) are needed to build the test kernel")
+    src, obj, elf = tmp_path / "end.S", tmp_path / "end.o", tmp_path / "end.elf"
+    src.write_text(_PVH_ELF.format(body=body))
+    subprocess.run(["as", "--32", "-o", obj, src], check=True, capture_output=True)
+    subprocess.run(
+        ["ld", "-m", "elf_i386", "-Ttext", "0x100000", "-o", elf, obj],
+        check=True,
+        capture_output=True,
+    )
+    return elf.read_bytes()
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_a_triple_fault_of_l1_is_told_apart_from_a_stop(
+    tmp_path: Path, qemu_binary: str, no_leftovers: None, ending: str
+) -> None:
+    """With -no-reboot both end QEMU with status 0 and a silent console; only QEMU's reset
+    log tells them apart, and the error says which (a triple fault is retried: cli/lab.py)."""
+    kernel = fake_kernel(tmp_path, pvh_elf(tmp_path, ENDINGS[ending]))
+    config = LabConfig(kernel=kernel, timeout=60.0, memory_mib=512, cpus=1)
+    with LabMachine(config) as lab:
+        with pytest.raises(LabError, match="did not boot to its job") as err:
+            lab.run("true\n", lambda kind, line: None)
+        kept = {p.name for p in lab.keep_logs(tmp_path / "logs")}
+    assert "qemu-reset.log" in kept
+    said = str(err.value).splitlines()[0]
+    if ending == "triple fault":
+        assert "(L1's CPU took a triple fault, logged in qemu-reset.log)" in said, said
+    else:
+        assert "triple fault" not in said and ": its QEMU exited with status 0" in said, said
 
 
 def test_timeout_stops_l1_and_removes_everything(
@@ -76,7 +142,7 @@ def test_failure_keeps_the_console_log_where_asked(
         with pytest.raises(LabError):
             lab.run("true\n", lambda kind, line: None)
         kept = lab.keep_logs(tmp_path / "logs")
-    assert {p.name for p in kept} == {"console.log", "qemu.log", "argv.txt"}
+    assert {p.name for p in kept} == {"console.log", "qemu.log", "qemu-reset.log", "argv.txt"}
     assert "-cpu max" in (tmp_path / "logs/argv.txt").read_text()
 
 
