@@ -488,27 +488,60 @@ def lab_contract(
 @_lab_options
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write a JSON report.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML.")
-def lab_selftests(json_path: Path | None, junit_path: Path | None, **opts: Any) -> None:
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run each selftest N times in the one L1 boot; one result each, flaky when they differ.",
+)
+@click.option("-k", "substring", help="Only the selftest runs whose name contains SUBSTRING.")
+@click.option(
+    "--run-timeout",
+    type=click.FloatRange(min=10),
+    help="Seconds each run may take (default: 300, 600 for the conversion and memslot tests).",
+)
+def lab_selftests(
+    json_path: Path | None,
+    junit_path: Path | None,
+    repeat: int,
+    substring: str | None,
+    run_timeout: float | None,
+    **opts: Any,
+) -> None:
     """Run the kernel's selftests built with the lab kernel, in L1, and report each like a
     scenario: guest_memfd_test, private_mem_kvm_exits_test, private_mem_conversions_test
     (plain, -n N -m N with N = L1's vCPUs, -s shmem) and set_memory_region_test.
 
-    Their exit status decides (0 pass, 4 skip, else fail); their TAP lines are the steps.
-    """
-    from qmpgmem.host.fingerprint import host_fingerprint
-    from qmpgmem.lab.selftests import collect, default_runs, job_script
-    from qmpgmem.report.result import RunReport, ScenarioResult, Summary
+    Their exit status decides (0 pass, 4 skip, else fail); their TAP lines are the steps. A
+    run still going 15 s before its deadline has its threads noted in its result.
 
-    runs = default_runs(opts["l1_cpus"])
+    \b
+    How often does the two-vCPU conversion test hang in the lab?
+      qmpgmem lab selftests -k 'conversions_test -n' --repeat 100 --run-timeout 30
+    """
+    import dataclasses
+
+    from qmpgmem.host.fingerprint import host_fingerprint
+    from qmpgmem.lab.selftests import collect, default_runs, job_script, select_runs
+    from qmpgmem.report.result import RunReport, ScenarioResult, Status, Summary
+
+    runs = select_runs(default_runs(opts["l1_cpus"]), substring)
+    if not runs:
+        raise click.UsageError(f"-k {substring!r} matches none of the lab's selftest runs")
+    if run_timeout is not None:
+        runs = [dataclasses.replace(r, timeout=run_timeout) for r in runs]
     results: list[ScenarioResult] = []
     kernel = _lab_kernel(opts["series"])
 
     def gather(out: Path) -> None:
-        results.extend(collect(out, runs, kernel))
+        results.extend(collect(out, runs, kernel, repeat))
 
-    outcome, _ = _boot(job_script(kernel, runs), opts, gather)
+    outcome, _ = _boot(job_script(kernel, runs, repeat), opts, gather)
     for r in results:
         line = f"{r.status.upper():8} {r.scenario} ({r.duration_s:.2f}s)"
+        if r.repeats is not None and r.status is not Status.FLAKY:  # flaky: in its reason
+            line += f" [{r.repeats.counts()}]"
         click.echo(line + (f" — {r.reason}" if r.reason else ""))
     report = RunReport(
         summary=Summary.of(results),
